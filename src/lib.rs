@@ -1,5 +1,6 @@
-//! Fjord: Kafka Streams-class stream processing in Rust, on an embedded Kafka-compatible log.
+#![doc = include_str!("../README.md")]
 //!
 //! This facade re-exports the crates of the workspace; see `docs/ARCHITECTURE.md` for the map.
 
+/// The built-in partitioned log (the `fjord-log` crate).
 pub use fjord_log as log;

@@ -226,10 +226,7 @@ impl ProducerStateManager {
         entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
         if let Some(marker) = marker {
             entry.coordinator_epoch = marker.coordinator_epoch;
-            let first = entry.current_txn_first_offset.take();
-            let Some(first_offset) = first else {
-                return None;
-            };
+            let first_offset = entry.current_txn_first_offset.take()?;
             self.ongoing.remove(&first_offset);
             return match marker.kind {
                 ControlRecordType::Commit => None,

@@ -1,5 +1,6 @@
 //! The data directory: topics and their configs, validation errors, the directory lock, and
 //! metadata surviving restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

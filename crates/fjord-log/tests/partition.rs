@@ -1,5 +1,6 @@
 //! Appends, reads, offsets, segment rolls, indexes and timestamps of one partition, on real
 //! files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Crash recovery: torn and corrupt tails, corruption in flushed data, and a process killed with
 //! SIGKILL while appending with `flush.messages=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

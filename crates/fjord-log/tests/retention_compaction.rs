@@ -1,5 +1,6 @@
 //! Retention by time, size and log start offset; compaction keeping exactly the newest value
 //! per key without changing offsets; tombstones going after `delete.retention.ms`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -212,13 +212,16 @@ impl BatchHeader {
     }
 
     /// Offset of the last record (or of the last record before compaction removed any).
+    ///
+    /// Wraps like Kafka's Java arithmetic: a produced batch's base offset is whatever the
+    /// client wrote (the log assigns the real one), so it must not be able to overflow here.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset.wrapping_add(self.last_offset_delta as i64)
     }
 
     /// The offset following this batch.
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().wrapping_add(1)
     }
 
     /// Sequence number of the last record, wrapping as Kafka does.

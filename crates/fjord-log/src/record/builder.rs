@@ -32,6 +32,9 @@ pub struct BatchOptions {
     pub control: bool,
     /// Partition leader epoch; the log stamps it on append.
     pub partition_leader_epoch: i32,
+    /// Compaction's delete horizon for the batch's tombstones (KIP-534): when set, it is written
+    /// as the base timestamp (record timestamps are deltas from it) and attributes bit 6 is set.
+    pub delete_horizon_ms: Option<i64>,
 }
 
 impl Default for BatchOptions {
@@ -46,6 +49,7 @@ impl Default for BatchOptions {
             transactional: false,
             control: false,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            delete_horizon_ms: None,
         }
     }
 }
@@ -165,7 +169,7 @@ impl RecordBatchBuilder {
         I: Iterator<Item = Header<'h>> + Clone,
     {
         if self.count == 0 {
-            self.base_timestamp = timestamp;
+            self.base_timestamp = self.options.delete_horizon_ms.unwrap_or(timestamp);
         }
         let timestamp_delta = timestamp.wrapping_sub(self.base_timestamp);
         let (body, header_count) = body_size(key, value, headers.clone());
@@ -202,7 +206,8 @@ impl RecordBatchBuilder {
         out.push(MAGIC_V2 as u8);
         out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
         let attributes =
-            Attributes::new(o.compression, o.timestamp_type, o.transactional, o.control);
+            Attributes::new(o.compression, o.timestamp_type, o.transactional, o.control)
+                .with_delete_horizon(o.delete_horizon_ms.is_some());
         out.extend_from_slice(&attributes.0.to_be_bytes());
         out.extend_from_slice(&self.last_offset_delta.to_be_bytes());
         out.extend_from_slice(&self.base_timestamp.to_be_bytes());
@@ -211,10 +216,18 @@ impl RecordBatchBuilder {
         out.extend_from_slice(&o.producer_epoch.to_be_bytes());
         out.extend_from_slice(&o.base_sequence.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
-        compress(o.compression, &self.records, out)?;
-        let batch_length = out.len() - start - LOG_OVERHEAD;
-        let batch_length = i32::try_from(batch_length)
-            .map_err(|_| RecordError::InvalidBatchLength(i32::MAX))?;
+        // On failure, leave `out` as it was (and the records in the builder).
+        let batch_length = compress(o.compression, &self.records, out).and_then(|()| {
+            i32::try_from(out.len() - start - LOG_OVERHEAD)
+                .map_err(|_| RecordError::InvalidBatchLength(i32::MAX))
+        });
+        let batch_length = match batch_length {
+            Ok(length) => length,
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        };
         out[start + 8..start + 12].copy_from_slice(&batch_length.to_be_bytes());
         let crc = crc32c::crc32c(&out[start + 21..]);
         out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
@@ -227,6 +240,20 @@ impl RecordBatchBuilder {
         let mut out = Vec::with_capacity(self.uncompressed_size_in_bytes());
         self.build_into(&mut out)?;
         Ok(out)
+    }
+
+    /// Sets the producer fields of the batch header. Unlike the other options they may change
+    /// after records were appended: a producer learns a batch's sequence number only when it
+    /// sends the batch.
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.options.producer_id = producer_id;
+        self.options.producer_epoch = producer_epoch;
+        self.options.base_sequence = base_sequence;
+    }
+
+    /// Marks the batch as part of a transaction or not (also allowed after appends).
+    pub fn set_transactional(&mut self, transactional: bool) {
+        self.options.transactional = transactional;
     }
 
     /// Drops the records appended so far, keeping the options and buffers.

@@ -184,28 +184,38 @@ pub fn decompress(
 
 fn read_bounded(reader: impl Read, out: &mut Vec<u8>, max_len: usize) -> std::io::Result<()> {
     // One byte past the limit is enough to tell "too large" from "exactly at the limit".
-    reader.take(max_len as u64 + 1).read_to_end(out)?;
+    reader.take((max_len as u64).saturating_add(1)).read_to_end(out)?;
     Ok(())
 }
 
 fn decompress_snappy(input: &[u8], out: &mut Vec<u8>, max_len: usize) -> Result<(), RecordError> {
     let codec = Compression::Snappy;
     let corrupt = |message: String| RecordError::Decompression { codec, message };
+    let start = out.len();
     let mut decoder = snap::raw::Decoder::new();
+    // Each block states its decompressed length up front; check it against what the format can
+    // produce and against what is left of the limit before allocating it, so that a few corrupt
+    // bytes cannot make us zero-fill hundreds of megabytes.
     let mut raw_block = |block: &[u8], out: &mut Vec<u8>| -> Result<(), RecordError> {
         let len = snap::raw::decompress_len(block).map_err(|e| corrupt(e.to_string()))?;
-        if len > max_len {
+        if len > max_len.saturating_sub(out.len() - start) {
             return Err(RecordError::DecompressedTooLarge { codec, limit: max_len });
         }
-        let start = out.len();
-        out.resize(start + len, 0);
-        decoder.decompress(block, &mut out[start..]).map_err(|e| corrupt(e.to_string()))?;
+        // The largest expansion in snappy is a 3-byte copy element writing 64 bytes.
+        if len as u64 * 3 > block.len() as u64 * 64 {
+            return Err(corrupt(format!(
+                "a {}-byte block cannot decompress to the {len} bytes it claims",
+                block.len()
+            )));
+        }
+        let at = out.len();
+        out.resize(at + len, 0);
+        decoder.decompress(block, &mut out[at..]).map_err(|e| corrupt(e.to_string()))?;
         Ok(())
     };
     if input.len() < XERIAL_HEADER_LEN || input[..8] != XERIAL_MAGIC {
         return raw_block(input, out);
     }
-    let start = out.len();
     let mut rest = &input[XERIAL_HEADER_LEN..];
     while !rest.is_empty() {
         if rest.len() < 4 {
@@ -216,9 +226,6 @@ fn decompress_snappy(input: &[u8], out: &mut Vec<u8>, max_len: usize) -> Result<
             return Err(corrupt(format!("xerial block length {len} runs past the end")));
         }
         raw_block(&rest[4..4 + len as usize], out)?;
-        if out.len() - start > max_len {
-            return Err(RecordError::DecompressedTooLarge { codec, limit: max_len });
-        }
         rest = &rest[4 + len as usize..];
     }
     Ok(())

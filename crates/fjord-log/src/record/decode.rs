@@ -64,49 +64,54 @@ impl<'a> RecordBatch<'a> {
         'a: 's,
     {
         let codec = self.compression()?;
-        let section: &'s [u8] = if codec == Compression::None {
-            self.records_section()
-        } else {
-            scratch.clear();
-            decompress(codec, self.records_section(), scratch, MAX_DECOMPRESSED_BATCH_BYTES)?;
-            scratch.as_slice()
-        };
+        if codec == Compression::None {
+            return Ok(self.records_in(self.records_section()));
+        }
+        scratch.clear();
+        decompress(codec, self.records_section(), scratch, MAX_DECOMPRESSED_BATCH_BYTES)?;
+        Ok(self.records_in(scratch.as_slice()))
+    }
+
+    /// Iterates the records of an uncompressed records section: the batch's own for an
+    /// uncompressed batch, or what [`decompress`] made of [`Self::records_section`]. For readers
+    /// that keep the decompressed bytes themselves (to hand out slices of them).
+    pub fn records_in<'s>(&self, section: &'s [u8]) -> Records<'s> {
         let log_append_time = match self.header.attributes.timestamp_type() {
             TimestampType::LogAppendTime => Some(self.header.max_timestamp),
             TimestampType::CreateTime => None,
         };
-        Ok(Records {
+        Records {
             reader: Reader::new(section),
             remaining: self.header.records_count,
             base_offset: self.header.base_offset,
             base_timestamp: self.header.base_timestamp,
             log_append_time,
             failed: false,
-        })
+        }
     }
 
-    /// Walks every record and checks the framing the log relies on: the record count, offset
-    /// deltas `0, 1, ...` in order, and `lastOffsetDelta`. Kafka's broker makes the same checks
-    /// on produce (`LogValidator`) so that a bad client cannot store a batch readers choke on.
+    /// Walks every record and checks the framing the log relies on: a positive `recordsCount`
+    /// equal to `lastOffsetDelta + 1` (checked from the header first, as Kafka's broker does),
+    /// then offset deltas `0, 1, ...` in order and exactly `recordsCount` records. Kafka's broker
+    /// makes the same checks on produce (`LogValidator`) so that a bad client cannot store a
+    /// batch readers choke on.
     pub fn validate_records(&self, scratch: &mut Vec<u8>) -> Result<(), RecordError> {
         let header = self.header;
-        let mut expected_delta = 0i64;
-        for record in self.records(scratch)? {
-            let record = record?;
-            let delta = record.offset - header.base_offset;
-            if delta != expected_delta {
-                return Err(RecordError::NonSequentialOffsets {
-                    expected: expected_delta,
-                    found: delta,
-                });
-            }
-            expected_delta += 1;
-        }
-        if expected_delta == 0 || expected_delta - 1 != header.last_offset_delta as i64 {
+        if header.records_count <= 0
+            || header.records_count as i64 != header.last_offset_delta as i64 + 1
+        {
             return Err(RecordError::InvalidRecordCount {
                 records_count: header.records_count,
                 last_offset_delta: header.last_offset_delta,
             });
+        }
+        // The iterator yields exactly `records_count` records or fails, so sequential deltas
+        // from 0 also end at `lastOffsetDelta`.
+        for (expected, record) in (0i64..).zip(self.records(scratch)?) {
+            let found = record?.offset.wrapping_sub(header.base_offset);
+            if found != expected {
+                return Err(RecordError::NonSequentialOffsets { expected, found });
+            }
         }
         Ok(())
     }
@@ -154,7 +159,7 @@ impl<'s> Records<'s> {
             return Err(RecordError::MalformedRecord("record length does not match its fields"));
         }
         Ok(Record {
-            offset: self.base_offset + offset_delta as i64,
+            offset: self.base_offset.wrapping_add(offset_delta as i64),
             timestamp: self
                 .log_append_time
                 .unwrap_or(self.base_timestamp.wrapping_add(timestamp_delta)),
@@ -225,6 +230,18 @@ pub struct Headers<'s> {
 }
 
 impl<'s> Headers<'s> {
+    /// Headers from the raw header bytes of a record (as [`Self::raw`] gave them) and their
+    /// count. Iteration stops early at a malformed header, so bytes that were not validated by
+    /// the record decoder cannot cause more than a short iteration.
+    pub fn from_raw(raw: &'s [u8], count: usize) -> Self {
+        Headers { raw, count }
+    }
+
+    /// The encoded headers, for readers that keep them as bytes.
+    pub fn raw(&self) -> &'s [u8] {
+        self.raw
+    }
+
     /// Number of headers.
     pub fn len(&self) -> usize {
         self.count

@@ -72,7 +72,8 @@ pub enum RecordError {
     /// The batch length field is impossible.
     #[error("invalid record batch length {0}")]
     InvalidBatchLength(i32),
-    /// `recordsCount` and `lastOffsetDelta` disagree with each other or with the records.
+    /// `recordsCount` or `lastOffsetDelta` is negative, or, in a batch a producer sent, they are
+    /// not `recordsCount == lastOffsetDelta + 1 > 0`.
     #[error(
         "invalid record count: recordsCount {records_count}, lastOffsetDelta {last_offset_delta}"
     )]

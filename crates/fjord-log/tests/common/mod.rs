@@ -1,5 +1,5 @@
 //! Helpers shared by the log's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,9 +29,12 @@ pub fn keyed_batch(records: &[(&str, Option<&str>)], ts: i64) -> Vec<u8> {
     b.build().unwrap()
 }
 
+/// A record as (offset, key, value).
+pub type Rec = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Every record in a buffer of batches as (offset, key, value), skipping control batches and
 /// records below `from`.
-pub fn records(bytes: &[u8], from: i64) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn records(bytes: &[u8], from: i64) -> Vec<Rec> {
     let mut out = Vec::new();
     let mut scratch = Vec::new();
     for batch in BatchIter::new(bytes) {
@@ -51,7 +54,7 @@ pub fn records(bytes: &[u8], from: i64) -> Vec<(i64, Option<Vec<u8>>, Option<Vec
 }
 
 /// Reads every record of a partition from `from` to its high watermark.
-pub fn read_all(log: &PartitionLog, from: i64) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn read_all(log: &PartitionLog, from: i64) -> Vec<Rec> {
     let mut out = Vec::new();
     let mut offset = from;
     loop {

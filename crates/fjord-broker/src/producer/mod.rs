@@ -1,0 +1,355 @@
+//! The producer: batches records per partition and appends them to the broker, as Kafka's
+//! `KafkaProducer`.
+//!
+//! `send` picks the partition (murmur2 of the key, the record's own partition, or a sticky
+//! partition for records without a key, KIP-794), appends the record to that partition's open
+//! batch and returns a [`DeliveryFuture`]. A batch closes when it reaches `batch_size` or when it
+//! has waited `linger`; a sender thread (like Kafka's network thread) encodes closed batches —
+//! compression happens there, off the caller's path — stamps them with the producer id, epoch
+//! and sequence number, and appends them to the log. `buffer_memory` bounds the bytes waiting:
+//! `send` waits for space, up to `max_block`.
+//!
+//! Idempotence (on by default, as in Kafka 3+): the producer gets a producer id, and every batch
+//! carries a per-partition sequence number, so the log stores a retried batch once and refuses
+//! gaps.
+//!
+//! Nothing here allocates per record: records are copied into reused batch buffers, and the
+//! futures of one batch share its completion.
+
+mod accumulator;
+mod sender;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use fjord_log::record::{Compression, Header, RecordBatchBuilder};
+use fjord_log::TopicPartition;
+use futures::FutureExt;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::events::{ClientEvent, Events};
+use accumulator::{AccState, Completion};
+
+/// Producer settings, with Kafka's names in the docs.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `client.id`: names the producer in events, metrics and logs.
+    pub client_id: String,
+    /// `linger.ms`: how long a batch waits for more records before it is sent (5 ms, Kafka 4's
+    /// default).
+    pub linger: Duration,
+    /// `batch.size`: a batch closes at this many (uncompressed) bytes (16 KiB).
+    pub batch_size: usize,
+    /// `compression.type` for the batches this producer writes.
+    pub compression: Compression,
+    /// `buffer.memory`: most bytes of records waiting to be sent (32 MiB).
+    pub buffer_memory: usize,
+    /// `max.block.ms`: how long `send` waits for buffer space (60 s).
+    pub max_block: Duration,
+    /// `max.request.size`: the largest record (or batch) accepted (1 MiB).
+    pub max_request_size: usize,
+    /// `enable.idempotence` (true).
+    pub enable_idempotence: bool,
+    /// `metadata.max.age.ms`: how often partition counts are looked up again (5 min).
+    pub metadata_max_age: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            client_id: "fjord-producer".into(),
+            linger: Duration::from_millis(5),
+            batch_size: 16 * 1024,
+            compression: Compression::None,
+            buffer_memory: 32 * 1024 * 1024,
+            max_block: Duration::from_secs(60),
+            max_request_size: 1024 * 1024,
+            enable_idempotence: true,
+            metadata_max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A record to send. Fields are borrowed: the producer copies them into its batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerRecord<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition; `None` lets the partitioner choose (by key, or sticky without a key).
+    pub partition: Option<u32>,
+    /// The key.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` is a tombstone on a compacted topic.
+    pub value: Option<&'a [u8]>,
+    /// Headers, in order (keys may repeat).
+    pub headers: &'a [Header<'a>],
+    /// The timestamp; `None` is now.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    /// A record with a value and nothing else.
+    pub fn new(topic: &'a str, value: &'a [u8]) -> Self {
+        ProducerRecord { topic, partition: None, key: None, value: Some(value), headers: &[], timestamp: None }
+    }
+
+    /// With a key.
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// For a given partition.
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// With headers.
+    pub fn headers(mut self, headers: &'a [Header<'a>]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// With a timestamp.
+    pub fn timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// Where a record was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// The topic and partition.
+    pub partition: TopicPartition,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's timestamp (the broker's under `LogAppendTime`).
+    pub timestamp: i64,
+}
+
+/// Resolves when the record's batch is in the log (with the record's offset) or failed.
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    completion: Arc<Completion>,
+    partition: TopicPartition,
+    offset_delta: i32,
+    timestamp: i64,
+    waker_slot: Option<usize>,
+}
+
+impl std::future::Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.completion.poll_result(cx, &mut this.waker_slot) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok((base_offset, log_append_time))) => Poll::Ready(Ok(RecordMetadata {
+                partition: this.partition.clone(),
+                offset: base_offset + this.offset_delta as i64,
+                timestamp: if log_append_time >= 0 { log_append_time } else { this.timestamp },
+            })),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(BrokerError::Delivery(e))),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) broker: Broker,
+    pub(crate) config: ProducerConfig,
+    pub(crate) state: Mutex<AccState>,
+    /// Wakes the sender thread.
+    pub(crate) work: Condvar,
+    pub(crate) buffer_used: AtomicUsize,
+    pub(crate) space_freed: Notify,
+    /// The number of the last batch the sender finished (batches are numbered as they close).
+    pub(crate) completed: watch::Sender<u64>,
+    pub(crate) events: Events,
+    pub(crate) producer_id: i64,
+    pub(crate) producer_epoch: i16,
+    pub(crate) closed: AtomicBool,
+}
+
+/// A producer. Share it between tasks behind an `Arc`; `send` takes `&self`.
+pub struct Producer {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("client_id", &self.shared.config.client_id).finish()
+    }
+}
+
+impl Producer {
+    /// A producer on `broker`.
+    pub fn new(broker: &Broker, config: ProducerConfig) -> Result<Producer> {
+        if config.batch_size == 0 || config.buffer_memory < config.batch_size {
+            return Err(BrokerError::InvalidConfig {
+                name: "buffer.memory",
+                reason: format!(
+                    "must be at least batch.size ({}) and batch.size above 0; got {}",
+                    config.batch_size, config.buffer_memory
+                ),
+            });
+        }
+        let (producer_id, producer_epoch) =
+            if config.enable_idempotence { broker.init_producer_id()? } else { (-1, -1) };
+        let shared = Arc::new(Shared {
+            broker: broker.clone(),
+            config,
+            state: Mutex::new(AccState::default()),
+            work: Condvar::new(),
+            buffer_used: AtomicUsize::new(0),
+            space_freed: Notify::new(),
+            completed: watch::channel(0).0,
+            events: Events::default(),
+            producer_id,
+            producer_epoch,
+            closed: AtomicBool::new(false),
+        });
+        let thread_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("fjord-producer-{}", shared.config.client_id))
+            .spawn(move || sender::run(&thread_shared))
+            .map_err(|e| BrokerError::IllegalState(format!("cannot start the sender thread: {e}")))?;
+        Ok(Producer { shared, sender: Mutex::new(Some(handle)) })
+    }
+
+    /// The producer id and epoch (-1 without idempotence).
+    pub fn producer_id(&self) -> (i64, i16) {
+        (self.shared.producer_id, self.shared.producer_epoch)
+    }
+
+    /// Subscribes to the producer's events.
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Adds a record to its partition's batch, waiting for buffer space if needed, and returns
+    /// a future of its delivery. Awaiting the returned future is optional: the record is sent
+    /// either way (`flush` waits for everything sent so far).
+    pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(BrokerError::Closed("producer"));
+        }
+        let size = RecordBatchBuilder::record_size_upper_bound(record.key, record.value, record.headers);
+        if size + fjord_log::record::batch::RECORD_BATCH_OVERHEAD > self.shared.config.max_request_size {
+            return Err(BrokerError::RecordTooLarge { size, max: self.shared.config.max_request_size });
+        }
+        self.reserve(size).await?;
+        match accumulator::append(&self.shared, &record, size) {
+            Ok(future) => Ok(future),
+            Err(e) => {
+                self.release(size);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends a record and waits for its delivery (KafkaJS's `producer.send`).
+    pub async fn send_and_wait(&self, record: ProducerRecord<'_>) -> Result<RecordMetadata> {
+        self.send(record).await?.await
+    }
+
+    /// Sends records and waits until all are delivered; the metadata come back in order.
+    pub async fn send_batch(&self, records: &[ProducerRecord<'_>]) -> Result<Vec<RecordMetadata>> {
+        let mut futures = Vec::with_capacity(records.len());
+        for record in records {
+            futures.push(self.send(*record).await?);
+        }
+        self.wake_sender_now();
+        futures::future::try_join_all(futures).await
+    }
+
+    async fn reserve(&self, size: usize) -> Result<()> {
+        let shared = &self.shared;
+        let limit = shared.config.buffer_memory;
+        let deadline = Instant::now() + shared.config.max_block;
+        loop {
+            let notified = shared.space_freed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let used = shared.buffer_used.load(Ordering::Acquire);
+            if used + size <= limit || used == 0 {
+                if shared
+                    .buffer_used
+                    .compare_exchange(used, used + size, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Full: make sure the sender is not waiting out a linger while we wait for space.
+            self.wake_sender_now();
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                return Err(BrokerError::BufferExhausted {
+                    buffer_memory: limit,
+                    max_block_ms: shared.config.max_block.as_millis() as u64,
+                });
+            }
+        }
+    }
+
+    fn release(&self, size: usize) {
+        self.shared.buffer_used.fetch_sub(size, Ordering::AcqRel);
+        self.shared.space_freed.notify_waiters();
+    }
+
+    /// Closes every open batch now instead of waiting for its linger.
+    fn wake_sender_now(&self) {
+        let mut state = self.shared.state.lock();
+        state.close_all_open();
+        self.shared.work.notify_one();
+    }
+
+    /// Sends every record added so far and waits until all are delivered or failed (Kafka's
+    /// `flush`).
+    pub async fn flush(&self) -> Result<()> {
+        let target = {
+            let mut state = self.shared.state.lock();
+            state.close_all_open();
+            self.shared.work.notify_one();
+            state.last_ticket()
+        };
+        let mut completed = self.shared.completed.subscribe();
+        completed
+            .wait_for(|&done| done >= target)
+            .await
+            .map_err(|_| BrokerError::Closed("producer"))?;
+        Ok(())
+    }
+
+    /// Flushes and stops the sender thread. Sends after `close` fail.
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await?;
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.work.notify_one();
+        let handle = self.sender.lock().take();
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .map(|r| r.map(|_| ()))
+                .await
+                .map_err(|e| BrokerError::IllegalState(format!("sender thread failed: {e}")))?;
+        }
+        self.shared.events.emit(|| ClientEvent::Stopped { client_id: self.shared.config.client_id.clone() });
+        Ok(())
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // The sender thread sends what is left and exits.
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.work.notify_one();
+    }
+}
