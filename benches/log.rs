@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+mod support;
 use fjord::log::clock::SystemClock;
 use fjord::log::config::TopicConfig;
 use fjord::log::record::{BatchIter, BatchOptions, Compression, RecordBatchBuilder};
@@ -36,6 +38,7 @@ fn open(dir: &std::path::Path) -> PartitionLog {
 }
 
 fn append(c: &mut Criterion) {
+    support::prefault_memory();
     let mut group = c.benchmark_group("append");
     group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
     for codec in [Compression::None, Compression::Lz4] {

@@ -4,3 +4,6 @@
 
 /// The built-in partitioned log (the `fjord-log` crate).
 pub use fjord_log as log;
+
+/// Broker semantics and the in-process clients (the `fjord-broker` crate).
+pub use fjord_broker as broker;

@@ -10,6 +10,7 @@ use fjord_log::{LogError, TopicId, TopicPartition};
 use crate::broker::{Broker, ListedOffset, OffsetSpec};
 use crate::error::{BrokerError, Result};
 use crate::group::{GroupDescription, GroupListing, OffsetAndMetadata};
+use crate::txn::TransactionMetadata;
 
 /// A topic to create.
 #[derive(Debug, Clone)]
@@ -316,6 +317,17 @@ impl Admin {
     /// Deletes a group and its offsets; refused while it has members.
     pub async fn delete_group(&self, group_id: &str) -> Result<()> {
         self.broker.group_coordinator().delete_group(group_id).await
+    }
+
+    /// Kafka's `ListTransactions`: every transactional id the coordinator knows.
+    pub fn list_transactions(&self) -> Vec<TransactionMetadata> {
+        self.broker.transaction_coordinator().list()
+    }
+
+    /// Kafka's `DescribeTransactions`: state, producer id and epoch, timeout, start time and
+    /// partitions of a transactional id.
+    pub fn describe_transaction(&self, transactional_id: &str) -> Result<TransactionMetadata> {
+        self.broker.transaction_coordinator().describe(transactional_id)
     }
 
     /// Lag of a group on every partition of the topics it has committed offsets for, or of

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::error::{BrokerError, Result};
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::pid::ProducerIdManager;
+use crate::txn::{TransactionConfig, TransactionCoordinator};
 
 /// Settings of a [`Broker`], with Kafka's broker config names in the docs.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct BrokerConfig {
     pub transaction_state_log_num_partitions: u32,
     /// Consumer group settings.
     pub group: GroupConfig,
+    /// Transaction coordinator settings.
+    pub transaction: TransactionConfig,
 }
 
 impl BrokerConfig {
@@ -56,6 +59,7 @@ impl BrokerConfig {
             offsets_topic_num_partitions: 50,
             transaction_state_log_num_partitions: 50,
             group: GroupConfig::default(),
+            transaction: TransactionConfig::default(),
         }
     }
 }
@@ -91,6 +95,7 @@ pub(crate) struct BrokerInner {
     topic_watches: RwLock<HashMap<Arc<str>, watch::Sender<u64>>>,
     pub(crate) producer_ids: ProducerIdManager,
     pub(crate) groups: GroupCoordinator,
+    pub(crate) txns: TransactionCoordinator,
 }
 
 /// A Kafka broker in this process. Cheap to clone; all clones share one broker.
@@ -122,18 +127,28 @@ impl Broker {
         }
         let compacted = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         let offsets_topic = internal_topic(&logs, CONSUMER_OFFSETS_TOPIC, config.offsets_topic_num_partitions, &compacted)?;
-        internal_topic(&logs, TRANSACTION_STATE_TOPIC, config.transaction_state_log_num_partitions, &compacted)?;
+        let txn_topic =
+            internal_topic(&logs, TRANSACTION_STATE_TOPIC, config.transaction_state_log_num_partitions, &compacted)?;
         let producer_ids = ProducerIdManager::open(&config.data_dir)?;
         let groups = GroupCoordinator::load(offsets_topic, config.group.clone())?;
+        let txns = TransactionCoordinator::load(txn_topic, config.transaction.clone())?;
         let inner = Arc::new(BrokerInner {
             logs,
             config,
             topic_watches: RwLock::new(HashMap::new()),
             producer_ids,
             groups,
+            txns,
         });
         inner.groups.start();
-        Ok(Broker { inner })
+        let broker = Broker { inner };
+        // Finish or abort the transactions a crash left open before anyone reads.
+        let recovering = broker.clone();
+        tokio::task::spawn_blocking(move || recovering.inner.txns.recover(&recovering))
+            .await
+            .map_err(|e| BrokerError::IllegalState(format!("transaction recovery task failed: {e}")))??;
+        broker.inner.txns.start(&broker);
+        Ok(broker)
     }
 
     /// The log.
@@ -149,6 +164,11 @@ impl Broker {
     /// The group coordinator.
     pub fn group_coordinator(&self) -> &GroupCoordinator {
         &self.inner.groups
+    }
+
+    /// The transaction coordinator.
+    pub fn transaction_coordinator(&self) -> &TransactionCoordinator {
+        &self.inner.txns
     }
 
     /// A topic, created first if it does not exist and `auto.create.topics.enable` is on.
@@ -254,6 +274,7 @@ impl Broker {
 
     /// Stops the coordinators and closes the log, flushing every partition.
     pub async fn shutdown(&self) -> Result<()> {
+        self.inner.txns.shutdown();
         self.inner.groups.shutdown().await;
         let broker = self.clone();
         tokio::task::spawn_blocking(move || broker.inner.logs.close())

@@ -128,6 +128,10 @@ pub enum BrokerError {
         /// The limit.
         max_ms: u64,
     },
+    /// Offsets of the partition are part of an open transaction (Kafka's
+    /// `UNSTABLE_OFFSET_COMMIT`, KIP-447): wait for it to end before fetching them.
+    #[error("committed offsets of {0} are pending in an open transaction; retry when it ends")]
+    UnstableOffsetCommit(TopicPartition),
     /// No such transactional id (Kafka's `TRANSACTIONAL_ID_NOT_FOUND`).
     #[error("transactional id `{0}` is not known")]
     TransactionalIdNotFound(String),

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+
 use fjord_log::TopicPartition;
 use fjord_log::topic::is_internal;
 use parking_lot::Mutex;
@@ -33,6 +34,8 @@ struct MemberState {
     lost: bool,
     last_poll: Instant,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// A join and sync in flight, picked up by the next `poll`.
+    pending: Option<JoinTask>,
 }
 
 /// A consumer's membership of its group.
@@ -56,6 +59,7 @@ impl Membership {
                 lost: false,
                 last_poll: Instant::now(),
                 heartbeat: None,
+                pending: None,
             }),
         }
     }
@@ -89,16 +93,20 @@ impl Membership {
         state.protocol = None;
     }
 
-    /// Stops the heartbeat task.
+    /// Stops the heartbeat task and any join in flight.
     pub(crate) fn stop(&self) {
-        if let Some(task) = self.state.lock().heartbeat.take() {
+        let mut state = self.state.lock();
+        if let Some(task) = state.heartbeat.take() {
+            task.abort();
+        }
+        if let Some(task) = state.pending.take() {
             task.abort();
         }
     }
 
-    fn needs_join(&self) -> bool {
+    pub(crate) fn needs_join(&self) -> bool {
         let state = self.state.lock();
-        state.rejoin_needed || !state.joined || state.lost
+        state.rejoin_needed || !state.joined || state.lost || state.pending.is_some()
     }
 }
 
@@ -169,10 +177,13 @@ async fn revoke(consumer: &Consumer, partitions: Vec<TopicPartition>, lost: bool
     Ok(())
 }
 
-/// Joins (or rejoins) the group until the member is stable with a current assignment.
-pub(crate) async fn ensure_active_group(consumer: &Consumer) -> Result<()> {
+/// Joins (or rejoins) the group until the member is stable with a current assignment, or
+/// until `deadline`. The join and sync run in a task of their own, as Kafka's requests stay in
+/// flight across polls: a `poll` whose timeout ends during a rebalance returns, and the next
+/// `poll` picks the rebalance up where it is. Returns whether the member is stable.
+pub(crate) async fn ensure_active_group(consumer: &Consumer, deadline: Instant) -> Result<bool> {
     let inner = &consumer.inner;
-    let Some(membership) = &inner.membership else { return Ok(()) };
+    let Some(membership) = &inner.membership else { return Ok(true) };
     // A pattern subscription looks for new topics now and then.
     {
         let due = inner.state.lock().last_metadata_check.elapsed() >= inner.config.metadata_max_age;
@@ -185,108 +196,144 @@ pub(crate) async fn ensure_active_group(consumer: &Consumer) -> Result<()> {
         }
     }
     let mut attempts = 0u32;
-    while membership.needs_join() {
-        attempts += 1;
-        if attempts > 100 {
-            return Err(BrokerError::IllegalState(format!(
-                "group {} did not stabilise after 100 join attempts",
-                membership.group_id
-            )));
-        }
-        inner.events.emit(|| ClientEvent::RebalanceStarted {
-            client_id: inner.config.client_id.clone(),
-            group_id: membership.group_id.clone(),
-        });
-        let protocol = protocol_of(consumer);
-        let lost = std::mem::take(&mut membership.state.lock().lost);
-        let owned: Vec<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
-        if lost {
-            revoke(consumer, owned.clone(), true).await?;
-            membership.reset();
-        } else if protocol == RebalanceProtocol::Eager {
-            revoke(consumer, owned.clone(), false).await?;
-        }
-        let owned: Vec<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
-        let topics = resolve_topics(consumer);
-        inner.state.lock().subscribed_topics = topics.clone();
-        let (member_id, generation) = {
-            let mut state = membership.state.lock();
-            state.joining = true;
-            state.rejoin_needed = false;
-            (state.member_id.clone(), state.generation)
+    loop {
+        let pending = membership.state.lock().pending.take();
+        let task = match pending {
+            Some(task) => task,
+            None => {
+                if !membership.needs_join() {
+                    return Ok(true);
+                }
+                attempts += 1;
+                if attempts > 100 {
+                    return Err(BrokerError::IllegalState(format!(
+                        "group {} did not stabilise after 100 join attempts",
+                        membership.group_id
+                    )));
+                }
+                prepare_join(consumer).await?
+            }
         };
-        let result = join_and_sync(consumer, member_id, generation, &topics, &owned).await;
+        let mut task = task;
+        let result = tokio::select! {
+            joined = &mut task => joined,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                membership.state.lock().pending = Some(task);
+                return Ok(false);
+            }
+        };
         membership.state.lock().joining = false;
-        let (member_id, generation, leader, assignment, started) = match result {
-            Ok(joined) => joined,
+        let result = result.map_err(|e| BrokerError::IllegalState(format!("join task failed: {e}")))?;
+        match result {
+            Ok(joined) => complete_join(consumer, joined).await?,
             Err(BrokerError::UnknownMemberId { .. }) => {
                 // Evicted meanwhile: what we own is lost.
                 membership.state.lock().lost = true;
-                continue;
             }
             Err(BrokerError::RebalanceInProgress(_) | BrokerError::IllegalGeneration { .. }) => {
                 membership.request_rejoin();
-                continue;
             }
             Err(e) => {
                 membership.request_rejoin();
                 return Err(e);
             }
-        };
-        {
-            let mut state = membership.state.lock();
-            state.member_id = member_id.clone();
-            state.generation = generation;
-            state.joined = true;
         }
-        let new: BTreeSet<TopicPartition> = assignment.partitions.iter().cloned().collect();
-        let owned_now: BTreeSet<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
-        let revoked: Vec<TopicPartition> = owned_now.difference(&new).cloned().collect();
-        let added: Vec<TopicPartition> = new.difference(&owned_now).cloned().collect();
-        if !revoked.is_empty() {
-            // Cooperative: give up what moves, then rejoin so its new owner gets it.
-            revoke(consumer, revoked, false).await?;
-            membership.request_rejoin();
-        }
-        {
-            let mut state = inner.state.lock();
-            for tp in &added {
-                state.assignment.entry(tp.clone()).or_default();
-            }
-        }
-        consumer.initialize_positions().await?;
-        if let Some(listener) = listener(consumer)
-            && (!added.is_empty() || protocol == RebalanceProtocol::Eager)
-        {
-            listener.on_partitions_assigned(consumer, &added).await;
-        }
-        start_heartbeat(consumer);
-        let assignment_now: Vec<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
-        tracing::info!(group = %membership.group_id, member = %member_id, generation, assignment = ?assignment_now, "joined group");
-        inner.events.emit(|| ClientEvent::GroupJoined {
-            client_id: inner.config.client_id.clone(),
-            group_id: membership.group_id.clone(),
-            member_id: member_id.clone(),
-            generation_id: generation,
-            is_leader: leader == member_id,
-            leader_id: leader.clone(),
-            member_assignment: assignment_now.clone(),
-            duration: started.elapsed(),
-        });
     }
+}
+
+type JoinTask = tokio::task::JoinHandle<Result<Joined>>;
+
+/// Runs what comes before a join in the caller's task (lost or, for eager assignors, revoked
+/// partitions and their callbacks) and starts the join and sync.
+async fn prepare_join(consumer: &Consumer) -> Result<JoinTask> {
+    let inner = &consumer.inner;
+    let Some(membership) = &inner.membership else {
+        return Err(BrokerError::IllegalState("no group".into()));
+    };
+    inner.events.emit(|| ClientEvent::RebalanceStarted {
+        client_id: inner.config.client_id.clone(),
+        group_id: membership.group_id.clone(),
+    });
+    let lost = std::mem::take(&mut membership.state.lock().lost);
+    let owned: Vec<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
+    if lost {
+        revoke(consumer, owned, true).await?;
+        membership.reset();
+    } else if protocol_of(consumer) == RebalanceProtocol::Eager {
+        revoke(consumer, owned, false).await?;
+    }
+    let owned: Vec<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
+    let topics = resolve_topics(consumer);
+    inner.state.lock().subscribed_topics = topics.clone();
+    let (member_id, generation) = {
+        let mut state = membership.state.lock();
+        state.joining = true;
+        state.rejoin_needed = false;
+        (state.member_id.clone(), state.generation)
+    };
+    let task_inner = inner.clone();
+    Ok(tokio::spawn(async move { join_and_sync(&task_inner, member_id, generation, &topics, &owned).await }))
+}
+
+/// Applies a completed join: revocations (cooperative), the new partitions, positions and the
+/// callbacks.
+async fn complete_join(consumer: &Consumer, joined: Joined) -> Result<()> {
+    let inner = &consumer.inner;
+    let Some(membership) = &inner.membership else { return Ok(()) };
+    let (member_id, generation, leader, assignment, started) = joined;
+    {
+        let mut state = membership.state.lock();
+        state.member_id = member_id.clone();
+        state.generation = generation;
+        state.joined = true;
+    }
+    let protocol = protocol_of(consumer);
+    let new: BTreeSet<TopicPartition> = assignment.partitions.iter().cloned().collect();
+    let owned_now: BTreeSet<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
+    let revoked: Vec<TopicPartition> = owned_now.difference(&new).cloned().collect();
+    let added: Vec<TopicPartition> = new.difference(&owned_now).cloned().collect();
+    if !revoked.is_empty() {
+        // Cooperative: give up what moves, then rejoin so its new owner gets it.
+        revoke(consumer, revoked, false).await?;
+        membership.request_rejoin();
+    }
+    {
+        let mut state = inner.state.lock();
+        for tp in &added {
+            state.assignment.entry(tp.clone()).or_default();
+        }
+    }
+    consumer.initialize_positions().await?;
+    if let Some(listener) = listener(consumer)
+        && (!added.is_empty() || protocol == RebalanceProtocol::Eager)
+    {
+        listener.on_partitions_assigned(consumer, &added).await;
+    }
+    start_heartbeat(consumer);
+    let assignment_now: Vec<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
+    tracing::info!(group = %membership.group_id, member = %member_id, generation, assignment = ?assignment_now, "joined group");
+    inner.events.emit(|| ClientEvent::GroupJoined {
+        client_id: inner.config.client_id.clone(),
+        group_id: membership.group_id.clone(),
+        member_id: member_id.clone(),
+        generation_id: generation,
+        is_leader: leader == member_id,
+        leader_id: leader.clone(),
+        member_assignment: assignment_now.clone(),
+        duration: started.elapsed(),
+    });
     Ok(())
 }
 
 type Joined = (String, i32, String, Assignment, Instant);
 
 async fn join_and_sync(
-    consumer: &Consumer,
+    inner: &Inner,
     member_id: String,
     generation: i32,
     topics: &BTreeSet<String>,
     owned: &[TopicPartition],
 ) -> Result<Joined> {
-    let inner = &consumer.inner;
     let Some(membership) = &inner.membership else {
         return Err(BrokerError::IllegalState("no group".into()));
     };
@@ -320,7 +367,7 @@ async fn join_and_sync(
         .await?;
     membership.state.lock().protocol = Some(join.protocol_name.clone());
     let assignments = if join.leader == join.member_id {
-        leader_assign(consumer, &join.protocol_name, &join.members)?
+        leader_assign(inner, &join.protocol_name, &join.members)?
     } else {
         Vec::new()
     };
@@ -342,11 +389,10 @@ async fn join_and_sync(
 
 /// The leader runs the group's assignor over every member's subscription.
 fn leader_assign(
-    consumer: &Consumer,
+    inner: &Inner,
     protocol: &str,
     members: &[crate::group::JoinedMember],
 ) -> Result<Vec<(String, bytes::Bytes)>> {
-    let inner = &consumer.inner;
     let assignor = inner
         .config
         .assignors

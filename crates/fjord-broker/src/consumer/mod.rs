@@ -331,6 +331,20 @@ impl Consumer {
         self.inner.membership.as_ref().and_then(Membership::generation)
     }
 
+    /// Whether the next `poll` will rebalance (the group is rebalancing, or this member must
+    /// rejoin): a stream thread commits its progress first, so nothing is processed twice.
+    pub fn rebalance_pending(&self) -> bool {
+        self.is_subscribed() && self.inner.membership.as_ref().is_some_and(Membership::needs_join)
+    }
+
+    /// The group position to pass to a transactional producer's
+    /// `send_offsets_to_transaction` (Kafka's `groupMetadata()`).
+    pub fn group_metadata(&self) -> Option<crate::producer::ConsumerGroupMetadata> {
+        let group_id = self.inner.config.group_id.clone()?;
+        let (member_id, generation_id) = self.group_generation().unwrap_or((String::new(), -1));
+        Some(crate::producer::ConsumerGroupMetadata { group_id, member_id, generation_id })
+    }
+
     /// Fetches records: up to `max_poll_records`, waiting up to `timeout` for some to arrive.
     /// Runs the group protocol (and the rebalance listener) as needed.
     pub async fn poll(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
@@ -343,9 +357,11 @@ impl Consumer {
             m.record_poll();
         }
         loop {
-            if self.inner.membership.is_some() && self.is_subscribed() {
-                membership::ensure_active_group(self).await?;
-            }
+            let stable = if self.inner.membership.is_some() && self.is_subscribed() {
+                membership::ensure_active_group(self, deadline).await?
+            } else {
+                true
+            };
             self.maybe_auto_commit().await?;
             self.initialize_positions().await?;
             // Register for wakeups before looking at the data, so nothing slips in between.
@@ -369,7 +385,7 @@ impl Consumer {
                 return Ok(records);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || !stable {
                 return Ok(Vec::new());
             }
             let changed = async {
@@ -409,7 +425,13 @@ impl Consumer {
     }
 
     fn topic_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
-        let topics: BTreeSet<Arc<str>> = self.inner.state.lock().assignment.keys().map(|tp| tp.topic.clone()).collect();
+        let state = self.inner.state.lock();
+        let mut topics: BTreeSet<Arc<str>> = state.assignment.keys().map(|tp| tp.topic.clone()).collect();
+        if state.assignment.values().any(|p| p.position.is_none()) {
+            // Waiting for a transaction to end: its markers land in __consumer_offsets.
+            topics.insert(Arc::from(fjord_log::topic::CONSUMER_OFFSETS_TOPIC));
+        }
+        drop(state);
         topics.iter().map(|t| self.inner.broker.topic_watch(t)).collect()
     }
 
@@ -423,8 +445,21 @@ impl Consumer {
         if missing.is_empty() {
             return Ok(());
         }
+        let coordinator = self.inner.broker.group_coordinator();
         let committed = match &self.inner.config.group_id {
-            Some(group) => self.inner.broker.group_coordinator().fetch_offsets(group, Some(&missing))?,
+            // Under read_committed a committed offset that an open transaction is about to
+            // replace must not be used (KIP-447): wait for the transaction to end.
+            Some(group) if self.inner.config.isolation_level == IsolationLevel::ReadCommitted => {
+                match coordinator.fetch_offsets_stable(group, &missing) {
+                    Ok(offsets) => offsets,
+                    Err(BrokerError::UnstableOffsetCommit(tp)) => {
+                        tracing::debug!(partition = %tp, "committed offset pending in a transaction: waiting");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(group) => coordinator.fetch_offsets(group, Some(&missing))?,
             None => BTreeMap::new(),
         };
         for tp in missing {

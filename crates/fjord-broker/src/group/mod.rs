@@ -9,18 +9,43 @@
 //! a rebalance. Offset commits carry the member id and generation; a stale generation or an
 //! unknown member is refused.
 //!
+//! Transactional offset commits (Kafka's `TxnOffsetCommit`, KIP-447): a transactional producer's
+//! `send_offsets_to_transaction` appends the offsets in a transactional batch
+//! ([`GroupCoordinator::commit_txn_offsets`], fenced by the member's generation and by the
+//! producer's epoch); they stay invisible to fetches until the transaction coordinator ends the
+//! transaction ([`GroupCoordinator::complete_txn_offsets`]), and a `require_stable` fetch
+//! ([`GroupCoordinator::fetch_offsets_stable`]) refuses to answer for a partition while they are
+//! pending.
+//!
 //! In-process members do not have to wait for their next heartbeat to learn of a rebalance:
 //! [`GroupCoordinator::rebalance_signal`] wakes them as soon as one starts.
+//!
+//! Where Fjord differs from Kafka's classic protocol: a new member gets its id in the join
+//! response directly (no `MEMBER_ID_REQUIRED` round trip, KIP-394); any join while Stable
+//! starts a rebalance (Kafka answers a follower that rejoins with unchanged metadata with the
+//! current generation); a member whose join request was abandoned (its future dropped) is
+//! removed when the join phase completes instead of being handed a generation it would never
+//! sync; static membership (`group.instance.id`) is not supported; groups come back Empty after
+//! a restart (with their offsets and last generation), without their members.
 
-use std::collections::BTreeMap;
+mod load;
+pub(crate) mod records;
+mod state;
+mod txn_offsets;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjord_log::{Topic, TopicPartition};
-use tokio::sync::watch;
+use fjord_log::{LogError, Topic, TopicPartition};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot, watch};
 
-use crate::error::Result;
+use crate::error::{BrokerError, Result};
+use state::{Committer, Ctx, Group, Reply, Shared, State};
+use writer::WriteQueue;
 
 /// Consumer group settings (Kafka's `group.*` and `offsets.*` broker configs).
 #[derive(Debug, Clone)]
@@ -134,6 +159,26 @@ pub struct OffsetCommitRequest {
     pub offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
 }
 
+/// A transactional producer's offset commit (Kafka's `TxnOffsetCommit`), sent by the
+/// transaction coordinator for `send_offsets_to_transaction` once the group's
+/// `__consumer_offsets` partition is part of the transaction.
+#[derive(Debug, Clone)]
+pub struct TxnOffsetCommitRequest {
+    /// The group.
+    pub group_id: String,
+    /// The producer id of the transaction.
+    pub producer_id: i64,
+    /// The producer's epoch; an epoch older than the partition knows is fenced.
+    pub producer_epoch: i16,
+    /// The consumer's member id (from its group metadata), or empty for a producer not tied
+    /// to a group member.
+    pub member_id: String,
+    /// The consumer's generation, or -1 for a producer not tied to a group member.
+    pub generation_id: i32,
+    /// The offsets.
+    pub offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+}
+
 /// The state of a group, as Kafka names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupState {
@@ -206,99 +251,289 @@ pub struct GroupDescription {
 }
 
 /// The group coordinator of a broker.
+///
+/// Its state is in memory, rebuilt from `__consumer_offsets` by [`GroupCoordinator::load`];
+/// every offset commit and every rebalance is appended there. Timeouts (sessions, rebalance
+/// timeouts, the initial rebalance delay) are enforced by a task that [`GroupCoordinator::start`]
+/// spawns; without it, a join phase completes only once every member has rejoined.
 pub struct GroupCoordinator {
-    _offsets_topic: Arc<Topic>,
-    _config: GroupConfig,
+    shared: Arc<Shared>,
+    offsets_topic: Arc<Topic>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCoordinator").finish_non_exhaustive()
+        f.debug_struct("GroupCoordinator")
+            .field("offsets_topic", &self.offsets_topic.name())
+            .field("partitions", &self.shared.partitions)
+            .finish_non_exhaustive()
     }
 }
 
+/// Waits for an answer a member is owed; a dropped sender means the coordinator went away.
+async fn wait<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+    rx.await.unwrap_or(Err(BrokerError::BrokerShutdown))
+}
+
 impl GroupCoordinator {
-    /// Loads committed offsets and group metadata from `__consumer_offsets`.
+    /// Loads committed offsets and group metadata from `__consumer_offsets` (blocking file
+    /// I/O: call it where blocking is fine). Groups come back Empty, with their offsets and
+    /// last generation, so that the next generation is larger than any handed out before.
     pub fn load(offsets_topic: Arc<Topic>, config: GroupConfig) -> Result<Self> {
-        Ok(GroupCoordinator { _offsets_topic: offsets_topic, _config: config })
+        let logs = offsets_topic.partitions();
+        if logs.is_empty() {
+            return Err(BrokerError::Log(LogError::UnknownPartition {
+                topic: offsets_topic.name().to_string(),
+                partition: 0,
+                partitions: 0,
+            }));
+        }
+        let partitions = logs.len() as u32;
+        let load::Loaded { groups: loaded, pending } = load::load_groups(&offsets_topic)?;
+        let wake = Arc::new(Notify::new());
+        let mut ctx = Ctx::new(config, partitions, wake.clone());
+        let mut groups = HashMap::with_capacity(loaded.len());
+        for (id, l) in loaded {
+            let mut group = Group::new(id.clone(), ctx.next_incarnation());
+            group.generation = l.generation;
+            group.protocol_type = l.protocol_type;
+            group.offsets = l.offsets;
+            groups.insert(id, group);
+        }
+        let shared = Arc::new(Shared {
+            partitions,
+            state: parking_lot::Mutex::new(State { groups, txn_offsets: pending, ctx }),
+            writers: logs.into_iter().map(WriteQueue::new).collect(),
+            in_flight: watch::channel(0).0,
+            wake,
+            timer: Mutex::new(None),
+        });
+        Ok(GroupCoordinator { shared, offsets_topic })
     }
 
     /// Starts the session timers (on the current tokio runtime).
-    pub fn start(&self) {}
+    pub fn start(&self) {
+        let mut timer = self.shared.timer.lock();
+        if timer.is_some() || self.shared.state.lock().ctx.shutdown {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => *timer = Some(runtime.spawn(run_timer(Arc::clone(&self.shared)))),
+            Err(_) => tracing::warn!(
+                "GroupCoordinator::start called outside a tokio runtime: sessions and rebalance timeouts will not expire"
+            ),
+        }
+    }
 
     /// Stops the timers and fails pending joins and syncs.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        // Never hold the state lock while taking the timer's (`start` takes them the other way).
+        self.shared.state.lock().shut_down();
+        let timer = self.shared.timer.lock().take();
+        self.shared.wake.notify_one();
+        if let Some(timer) = timer {
+            let _ = timer.await;
+        }
+        // Let appends already queued finish before the log closes.
+        let mut in_flight = self.shared.in_flight.subscribe();
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+        tracing::debug!("group coordinator shut down");
+    }
 
     /// The `__consumer_offsets` partition of a group: Kafka's
     /// `abs(groupId.hashCode) % offsets.topic.num.partitions`.
     pub fn partition_for(&self, group_id: &str) -> u32 {
-        let _ = group_id;
-        todo!()
+        partition_for_key(group_id, self.shared.partitions)
     }
 
     /// Kafka's `JoinGroup`: completes when the rebalance completes.
+    ///
+    /// A member joins with an empty `member_id` the first time and gets its id in the
+    /// response. The join phase ends when every known member has (re)joined, or after the
+    /// largest rebalance timeout (members that did not rejoin are removed); the leader's
+    /// response lists every member with its metadata for the chosen protocol.
     pub async fn join_group(&self, request: JoinGroupRequest) -> Result<JoinGroupResponse> {
-        let _ = request;
-        todo!()
+        match self.shared.locked(|state, now| state.join(request, now))? {
+            Reply::Ready(response) => Ok(response),
+            Reply::Wait(rx) => wait(rx).await,
+        }
     }
 
     /// Kafka's `SyncGroup`: completes when the leader's assignment is in; returns this
     /// member's assignment bytes.
     pub async fn sync_group(&self, request: SyncGroupRequest) -> Result<Bytes> {
-        let _ = request;
-        todo!()
+        match self.shared.locked(|state, now| state.sync(request, now))? {
+            Reply::Ready(assignment) => Ok(assignment),
+            Reply::Wait(rx) => wait(rx).await,
+        }
     }
 
     /// Kafka's `Heartbeat`. `RebalanceInProgress` tells the member to rejoin.
     pub fn heartbeat(&self, group_id: &str, member_id: &str, generation_id: i32) -> Result<()> {
-        let _ = (group_id, member_id, generation_id);
-        todo!()
+        self.shared.locked(|state, now| state.heartbeat(group_id, member_id, generation_id, now))
     }
 
     /// Kafka's `LeaveGroup`.
     pub async fn leave_group(&self, group_id: &str, member_id: &str) -> Result<()> {
-        let _ = (group_id, member_id);
-        todo!()
+        self.shared.locked(|state, now| state.leave(group_id, member_id, now))
     }
 
     /// Changes whenever a rebalance of the group starts, so an in-process member learns at
     /// once that it must rejoin.
+    ///
+    /// The value is bumped each time the group enters PreparingRebalance, including the
+    /// rebalance a member's own join starts, so a member marks the value seen
+    /// (`borrow_and_update`) when its join returns: a rebalance that starts later bumps the
+    /// value again, and one that started in between makes its sync fail with
+    /// `RebalanceInProgress` or `IllegalGeneration`. The channel closes (`changed()` fails) when
+    /// the coordinator shuts down.
     pub fn rebalance_signal(&self, group_id: &str) -> watch::Receiver<u64> {
-        let _ = group_id;
-        todo!()
+        let mut state = self.shared.state.lock();
+        if state.ctx.shutdown {
+            return watch::channel(0).1;
+        }
+        state
+            .ctx
+            .signals
+            .entry(group_id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Kafka's `OffsetCommit`, durable in `__consumer_offsets` when it returns.
+    ///
+    /// A member commits with its member id and generation (also while the group prepares a
+    /// rebalance, from its revocation callback); a consumer that assigns partitions by hand
+    /// commits with generation -1 and an empty member id, allowed while the group has no
+    /// members. The offsets become visible to [`Self::fetch_offsets`] once appended.
     pub async fn commit_offsets(&self, request: OffsetCommitRequest) -> Result<()> {
-        let _ = request;
-        todo!()
+        let OffsetCommitRequest { group_id, member_id, generation_id, offsets } = request;
+        let rx = self.shared.locked(|state, now| {
+            state.commit(&group_id, &member_id, generation_id, offsets, Committer::Member, now)
+        })?;
+        match rx {
+            Some(rx) => wait(rx).await,
+            None => Ok(()),
+        }
     }
 
     /// Kafka's `OffsetFetch`: the committed offsets of the group, for `partitions` or all.
+    /// Partitions without a committed offset (and unknown groups) are absent from the map.
     pub fn fetch_offsets(
         &self,
         group_id: &str,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
-        let _ = (group_id, partitions);
-        todo!()
+        state::validate_group_id(group_id)?;
+        let state = self.shared.state.lock();
+        let Some(group) = state.groups.get(group_id) else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(match partitions {
+            None => group.offsets.iter().map(|(tp, c)| (tp.clone(), c.value.clone())).collect(),
+            Some(partitions) => partitions
+                .iter()
+                .filter_map(|tp| group.offsets.get(tp).map(|c| (tp.clone(), c.value.clone())))
+                .collect(),
+        })
+    }
+
+    /// Kafka's `OffsetFetch` with `require_stable` (KIP-447), what consumers under
+    /// `read_committed` use: the committed offsets of `partitions`, or
+    /// `UnstableOffsetCommit(tp)` if an open transaction holds an offset of the group for one of
+    /// them (or a commit for it is being appended), so that a new owner of a partition never
+    /// starts from an offset a pending transaction is about to replace. Retry once the
+    /// transaction has ended. Partitions without a committed offset (and unknown groups) are
+    /// absent from the map.
+    pub fn fetch_offsets_stable(
+        &self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        state::validate_group_id(group_id)?;
+        let state = self.shared.state.lock();
+        if let Some(tp) = partitions.iter().find(|tp| state.offset_unstable(group_id, tp)) {
+            return Err(BrokerError::UnstableOffsetCommit(tp.clone()));
+        }
+        let Some(group) = state.groups.get(group_id) else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(partitions
+            .iter()
+            .filter_map(|tp| group.offsets.get(tp).map(|c| (tp.clone(), c.value.clone())))
+            .collect())
+    }
+
+    /// Kafka's `TxnOffsetCommit`: appends the offsets to the group's `__consumer_offsets`
+    /// partition in one transactional batch of the producer, and holds them as pending for the
+    /// producer once appended. Pending offsets are invisible to [`Self::fetch_offsets`] (and
+    /// make [`Self::fetch_offsets_stable`] refuse their partitions) until
+    /// [`Self::complete_txn_offsets`] commits or aborts them. A later transactional commit of
+    /// the same producer for the same partition replaces the earlier pending one.
+    ///
+    /// The transaction coordinator must have added the group's partition to the transaction
+    /// first. Returns once the batch is in the log (through the same ordered queue as every
+    /// other write to that partition), so a marker written after this returns follows it.
+    ///
+    /// Fencing (KIP-447): a request with a generation (`>= 0`) or a member id needs a current
+    /// member of the group (else `UnknownMemberId`) in the group's generation (else
+    /// `IllegalGeneration`), so a producer whose consumer lost its partitions in a rebalance
+    /// cannot commit offsets for them; one with generation -1 and no member id is not checked
+    /// against the group (as in Kafka, neither is one with generation -1 while the group is
+    /// empty). A producer epoch older than the partition knows fails with `ProducerFenced`
+    /// (carrying the producer id) and holds nothing.
+    pub async fn commit_txn_offsets(&self, request: TxnOffsetCommitRequest) -> Result<()> {
+        let TxnOffsetCommitRequest {
+            group_id,
+            producer_id,
+            producer_epoch,
+            member_id,
+            generation_id,
+            offsets,
+        } = request;
+        let committer = Committer::Transaction { producer_id, producer_epoch };
+        let rx = self.shared.locked(|state, now| {
+            state.commit(&group_id, &member_id, generation_id, offsets, committer, now)
+        })?;
+        match rx {
+            Some(rx) => wait(rx).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the transaction of `producer_id` for its offset commits: on `commit` its pending
+    /// offsets become the committed ones (each unless a plain commit appended after it is
+    /// already there: record offsets decide, as in Kafka), otherwise they are dropped. The
+    /// transaction coordinator calls it after appending the marker to the group's
+    /// `__consumer_offsets` partition. Idempotent: without pending offsets it does nothing.
+    /// Offsets of a group deleted meanwhile were dropped with it and do not come back.
+    pub fn complete_txn_offsets(&self, producer_id: i64, commit: bool) {
+        self.shared.state.lock().complete_txn(producer_id, commit);
     }
 
     /// Kafka's `ListGroups`.
     pub fn list_groups(&self) -> Vec<GroupListing> {
-        todo!()
+        let state = self.shared.state.lock();
+        let mut groups: Vec<GroupListing> = state.groups.values().map(Group::listing).collect();
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        groups
     }
 
-    /// Kafka's `DescribeGroups`.
+    /// Kafka's `DescribeGroups`. As in Kafka, the protocol and the members' metadata and
+    /// assignments are filled in only while the group is Stable.
     pub fn describe_group(&self, group_id: &str) -> Result<GroupDescription> {
-        let _ = group_id;
-        todo!()
+        let state = self.shared.state.lock();
+        state
+            .groups
+            .get(group_id)
+            .map(Group::describe)
+            .ok_or_else(|| BrokerError::GroupIdNotFound(group_id.to_string()))
     }
 
     /// Kafka's `DeleteGroups`: refused while the group has members.
     pub async fn delete_group(&self, group_id: &str) -> Result<()> {
-        let _ = group_id;
-        todo!()
+        let rx = self.shared.locked(|state, _| state.delete(group_id))?;
+        wait(rx).await
     }
 
     /// Overwrites committed offsets (the admin's reset-offsets): refused while the group has
@@ -308,7 +543,73 @@ impl GroupCoordinator {
         group_id: &str,
         offsets: BTreeMap<TopicPartition, i64>,
     ) -> Result<()> {
-        let _ = (group_id, offsets);
-        todo!()
+        let commit_timestamp = state::now_ms();
+        let offsets = offsets
+            .into_iter()
+            .map(|(tp, offset)| {
+                (
+                    tp,
+                    OffsetAndMetadata {
+                        offset,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        commit_timestamp,
+                    },
+                )
+            })
+            .collect();
+        let rx = self
+            .shared
+            .locked(|state, now| state.commit(group_id, "", -1, offsets, Committer::Admin, now))?;
+        match rx {
+            Some(rx) => wait(rx).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for GroupCoordinator {
+    fn drop(&mut self) {
+        self.shared.state.lock().shut_down();
+        if let Some(timer) = self.shared.timer.lock().take() {
+            timer.abort();
+        }
+    }
+}
+
+/// Kafka's `Utils.abs(key.hashCode) % partitions` with Java's `String.hashCode`
+/// (`Utils.abs(Integer.MIN_VALUE)` is 0): the `__consumer_offsets` partition of a group id, and
+/// the `__transaction_state` partition of a transactional id.
+pub(crate) fn partition_for_key(key: &str, partitions: u32) -> u32 {
+    let hash = state::java_string_hash(key);
+    let abs = if hash == i32::MIN { 0 } else { hash.unsigned_abs() };
+    abs % partitions.max(1)
+}
+
+/// The timer task: processes passed deadlines, then sleeps until the nearest one or until a
+/// nearer one is set.
+async fn run_timer(shared: Arc<Shared>) {
+    loop {
+        let next = shared.locked(|state, now| {
+            if state.ctx.shutdown {
+                return Err(());
+            }
+            state.expire(now);
+            let next = state.next_deadline();
+            state.ctx.timer_target = next;
+            Ok(next)
+        });
+        let Ok(next) = next else {
+            return;
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = shared.wake.notified() => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
     }
 }

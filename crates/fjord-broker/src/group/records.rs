@@ -19,6 +19,7 @@
 
 use bytes::Bytes;
 use fjord_log::TopicPartition;
+use fjord_log::record::batch::NO_SEQUENCE;
 use fjord_log::record::{BatchOptions, RecordBatchBuilder, RecordError};
 
 use super::OffsetAndMetadata;
@@ -49,15 +50,6 @@ pub(crate) enum RecordKey {
         /// The group.
         group: String,
     },
-}
-
-impl RecordKey {
-    /// The group the record belongs to.
-    pub(crate) fn group(&self) -> &str {
-        match self {
-            RecordKey::OffsetCommit { group, .. } | RecordKey::GroupMetadata { group } => group,
-        }
-    }
 }
 
 /// Why a record of `__consumer_offsets` cannot be decoded.
@@ -194,6 +186,18 @@ pub(crate) fn offset_commit_value(offset: &OffsetAndMetadata) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// The records of an offset commit: one `OffsetCommitKey` / `OffsetCommitValue` per
+/// partition, in the order given (plain and transactional commits write the same records).
+pub(crate) fn offset_commit_records(
+    group: &str,
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
+) -> Result<Vec<KeyValue>, EncodeError> {
+    offsets
+        .iter()
+        .map(|(tp, o)| Ok((offset_commit_key(group, tp)?, Some(offset_commit_value(o)?))))
+        .collect()
+}
+
 /// `GroupMetadataKey` (key version 2).
 pub(crate) fn group_metadata_key(group: &str) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(4 + group.len());
@@ -233,7 +237,34 @@ pub(crate) type KeyValue = (Vec<u8>, Option<Vec<u8>>);
 /// Encodes records into one non-transactional batch stamped `timestamp`, ready for
 /// `PartitionLog::append`.
 pub(crate) fn build_batch(records: &[KeyValue], timestamp: i64) -> Result<Vec<u8>, RecordError> {
-    let mut builder = RecordBatchBuilder::new(BatchOptions::default());
+    build_batch_with(BatchOptions::default(), records, timestamp)
+}
+
+/// Encodes records into one transactional batch of `producer_id` at `producer_epoch` (a
+/// transactional offset commit, Kafka's `TxnOffsetCommit`), without a sequence number as
+/// Kafka's coordinator writes them: the partition checks the epoch, not sequences.
+pub(crate) fn build_transactional_batch(
+    records: &[KeyValue],
+    timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<Vec<u8>, RecordError> {
+    let options = BatchOptions {
+        producer_id,
+        producer_epoch,
+        base_sequence: NO_SEQUENCE,
+        transactional: true,
+        ..BatchOptions::default()
+    };
+    build_batch_with(options, records, timestamp)
+}
+
+fn build_batch_with(
+    options: BatchOptions,
+    records: &[KeyValue],
+    timestamp: i64,
+) -> Result<Vec<u8>, RecordError> {
+    let mut builder = RecordBatchBuilder::new(options);
     for (key, value) in records {
         builder.append(timestamp, Some(key), value.as_deref(), &[]);
     }
@@ -430,7 +461,14 @@ pub(crate) fn decode_group_metadata_value(value: &[u8]) -> Result<GroupMetadataV
         });
     }
     r.skip_tagged_fields()?;
-    Ok(GroupMetadataValue { protocol_type, generation, protocol, leader, current_state_timestamp, members })
+    Ok(GroupMetadataValue {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        current_state_timestamp,
+        members,
+    })
 }
 
 #[cfg(test)]
@@ -484,7 +522,10 @@ mod tests {
         v1.extend_from_slice(&5i64.to_be_bytes());
         v1.extend_from_slice(&(-1i64).to_be_bytes());
         let o = decode_offset_commit_value(&v1).unwrap();
-        assert_eq!((o.offset, o.leader_epoch, o.metadata.as_str(), o.commit_timestamp), (42, -1, "m", 5));
+        assert_eq!(
+            (o.offset, o.leader_epoch, o.metadata.as_str(), o.commit_timestamp),
+            (42, -1, "m", 5)
+        );
         // Version 4: compact string and tagged fields.
         let mut v4 = vec![0, 4];
         v4.extend_from_slice(&42i64.to_be_bytes());
@@ -561,6 +602,21 @@ mod tests {
         v.extend_from_slice(&0i64.to_be_bytes());
         v.extend_from_slice(&i32::MAX.to_be_bytes());
         assert!(decode_group_metadata_value(&v).is_err());
+    }
+
+    #[test]
+    fn transactional_batches_carry_the_producer_without_a_sequence() {
+        let records =
+            offset_commit_records("g", &[(TopicPartition::new("t", 0), sample_offset())]).unwrap();
+        let batch = build_transactional_batch(&records, 5, 42, 3).unwrap();
+        let header = *fjord_log::record::BatchIter::new(&batch).next().unwrap().unwrap().header();
+        assert!(header.attributes.is_transactional());
+        assert!(!header.attributes.is_control());
+        assert_eq!((header.producer_id, header.producer_epoch), (42, 3));
+        assert_eq!(header.base_sequence, NO_SEQUENCE);
+        let plain = build_batch(&records, 5).unwrap();
+        let header = *fjord_log::record::BatchIter::new(&plain).next().unwrap().unwrap().header();
+        assert!(!header.attributes.is_transactional());
     }
 
     #[test]

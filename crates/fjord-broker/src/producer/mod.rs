@@ -20,7 +20,7 @@ mod accumulator;
 mod sender;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI16, AtomicI64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,11 @@ pub struct ProducerConfig {
     pub enable_idempotence: bool,
     /// `metadata.max.age.ms`: how often partition counts are looked up again (5 min).
     pub metadata_max_age: Duration,
+    /// `transactional.id`: makes the producer transactional (and idempotent). One live
+    /// producer per id: `init_transactions` fences older ones.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms` (1 min): the coordinator aborts a transaction open longer.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -71,6 +76,8 @@ impl Default for ProducerConfig {
             max_request_size: 1024 * 1024,
             enable_idempotence: true,
             metadata_max_age: Duration::from_secs(300),
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -169,12 +176,72 @@ pub(crate) struct Shared {
     pub(crate) work: Condvar,
     pub(crate) buffer_used: AtomicUsize,
     pub(crate) space_freed: Notify,
+    /// Wakes threads blocked in `send_blocking` when buffer space frees up.
+    pub(crate) space_lock: Mutex<()>,
+    pub(crate) space_condvar: Condvar,
+    /// The first batch failure since `take_send_error` was last called.
+    pub(crate) send_error: Mutex<Option<Arc<BrokerError>>>,
     /// The number of the last batch the sender finished (batches are numbered as they close).
     pub(crate) completed: watch::Sender<u64>,
     pub(crate) events: Events,
-    pub(crate) producer_id: i64,
-    pub(crate) producer_epoch: i16,
+    pub(crate) producer_id: AtomicI64,
+    pub(crate) producer_epoch: AtomicI16,
     pub(crate) closed: AtomicBool,
+    /// Transaction state, for a transactional producer.
+    pub(crate) txn: Mutex<TxnState>,
+}
+
+/// Where a transactional producer is in its protocol (Kafka's `TransactionManager` states).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TxnPhase {
+    /// `init_transactions` has not run.
+    Uninitialized,
+    /// Between transactions.
+    Ready,
+    /// `begin_transaction` ran.
+    InTransaction,
+    /// A send failed: the transaction can only be aborted.
+    Abortable(String),
+    /// Fenced or otherwise unusable: close the producer.
+    Fatal(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct TxnState {
+    pub(crate) phase: TxnPhase,
+    /// Partitions added to the open transaction.
+    pub(crate) partitions: std::collections::HashSet<TopicPartition>,
+}
+
+/// A consumer's group position, for `send_offsets_to_transaction` (Kafka's
+/// `ConsumerGroupMetadata`): the generation check fences a producer whose consumer lost its
+/// partitions in a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    /// The group.
+    pub group_id: String,
+    /// The member id, or empty.
+    pub member_id: String,
+    /// The generation, or -1.
+    pub generation_id: i32,
+}
+
+impl Shared {
+    /// Gives buffer space back and wakes whoever waits for it.
+    pub(crate) fn release(&self, size: usize) {
+        self.buffer_used.fetch_sub(size, Ordering::AcqRel);
+        self.space_freed.notify_waiters();
+        let _guard = self.space_lock.lock();
+        self.space_condvar.notify_all();
+    }
+
+    /// Tells the sender thread to send what is left and exit. The flag is set under the state
+    /// lock so the sender cannot check it and then miss the wakeup.
+    fn stop_sender(&self) {
+        let _state = self.state.lock();
+        self.closed.store(true, Ordering::Release);
+        self.work.notify_one();
+    }
 }
 
 /// A producer. Share it between tasks behind an `Arc`; `send` takes `&self`.
@@ -201,8 +268,20 @@ impl Producer {
                 ),
             });
         }
-        let (producer_id, producer_epoch) =
-            if config.enable_idempotence { broker.init_producer_id()? } else { (-1, -1) };
+        let transactional = config.transactional_id.is_some();
+        if transactional && !config.enable_idempotence {
+            return Err(BrokerError::InvalidConfig {
+                name: "enable.idempotence",
+                reason: "a transactional producer is idempotent: leave it on".into(),
+            });
+        }
+        let (producer_id, producer_epoch) = if transactional {
+            (-1, -1) // from init_transactions
+        } else if config.enable_idempotence {
+            broker.init_producer_id()?
+        } else {
+            (-1, -1)
+        };
         let shared = Arc::new(Shared {
             broker: broker.clone(),
             config,
@@ -210,11 +289,18 @@ impl Producer {
             work: Condvar::new(),
             buffer_used: AtomicUsize::new(0),
             space_freed: Notify::new(),
+            space_lock: Mutex::new(()),
+            space_condvar: Condvar::new(),
+            send_error: Mutex::new(None),
             completed: watch::channel(0).0,
             events: Events::default(),
-            producer_id,
-            producer_epoch,
+            producer_id: AtomicI64::new(producer_id),
+            producer_epoch: AtomicI16::new(producer_epoch),
             closed: AtomicBool::new(false),
+            txn: Mutex::new(TxnState {
+                phase: if transactional { TxnPhase::Uninitialized } else { TxnPhase::Ready },
+                partitions: Default::default(),
+            }),
         });
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
@@ -226,7 +312,7 @@ impl Producer {
 
     /// The producer id and epoch (-1 without idempotence).
     pub fn producer_id(&self) -> (i64, i16) {
-        (self.shared.producer_id, self.shared.producer_epoch)
+        (self.shared.producer_id.load(Ordering::Acquire), self.shared.producer_epoch.load(Ordering::Acquire))
     }
 
     /// Subscribes to the producer's events.
@@ -238,13 +324,8 @@ impl Producer {
     /// a future of its delivery. Awaiting the returned future is optional: the record is sent
     /// either way (`flush` waits for everything sent so far).
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(BrokerError::Closed("producer"));
-        }
-        let size = RecordBatchBuilder::record_size_upper_bound(record.key, record.value, record.headers);
-        if size + fjord_log::record::batch::RECORD_BATCH_OVERHEAD > self.shared.config.max_request_size {
-            return Err(BrokerError::RecordTooLarge { size, max: self.shared.config.max_request_size });
-        }
+        self.check_sendable()?;
+        let size = self.record_size(&record)?;
         self.reserve(size).await?;
         match accumulator::append(&self.shared, &record, size) {
             Ok(future) => Ok(future),
@@ -253,6 +334,82 @@ impl Producer {
                 Err(e)
             }
         }
+    }
+
+    /// `send` for threads that are not async tasks (a stream thread): waits for buffer space by
+    /// blocking the calling thread. Never call it from an async task.
+    pub fn send_blocking(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture> {
+        self.check_sendable()?;
+        let size = self.record_size(&record)?;
+        let shared = &self.shared;
+        let deadline = Instant::now() + shared.config.max_block;
+        let mut guard = shared.space_lock.lock();
+        loop {
+            let used = shared.buffer_used.load(Ordering::Acquire);
+            if used + size <= shared.config.buffer_memory || used == 0 {
+                if shared
+                    .buffer_used
+                    .compare_exchange(used, used + size, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    break;
+                }
+                continue;
+            }
+            drop(guard);
+            self.wake_sender_now();
+            guard = shared.space_lock.lock();
+            if shared.buffer_used.load(Ordering::Acquire) + size > shared.config.buffer_memory
+                && shared.space_condvar.wait_until(&mut guard, deadline).timed_out()
+            {
+                return Err(BrokerError::BufferExhausted {
+                    buffer_memory: shared.config.buffer_memory,
+                    max_block_ms: shared.config.max_block.as_millis() as u64,
+                });
+            }
+        }
+        drop(guard);
+        match accumulator::append(&self.shared, &record, size) {
+            Ok(future) => Ok(future),
+            Err(e) => {
+                self.release(size);
+                Err(e)
+            }
+        }
+    }
+
+    /// The first batch failure since the last call: for callers that do not await every
+    /// delivery future and check after a `flush`.
+    pub fn take_send_error(&self) -> Option<Arc<BrokerError>> {
+        self.shared.send_error.lock().take()
+    }
+
+    fn check_sendable(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(BrokerError::Closed("producer"));
+        }
+        if self.shared.config.transactional_id.is_some() {
+            match &self.shared.txn.lock().phase {
+                TxnPhase::InTransaction => {}
+                TxnPhase::Fatal(reason) | TxnPhase::Abortable(reason) => {
+                    return Err(BrokerError::InvalidTxnState(format!("{reason}; abort the transaction")));
+                }
+                _ => {
+                    return Err(BrokerError::InvalidTxnState(
+                        "a transactional producer sends inside a transaction: call begin_transaction first".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_size(&self, record: &ProducerRecord<'_>) -> Result<usize> {
+        let size = RecordBatchBuilder::record_size_upper_bound(record.key, record.value, record.headers);
+        if size + fjord_log::record::batch::RECORD_BATCH_OVERHEAD > self.shared.config.max_request_size {
+            return Err(BrokerError::RecordTooLarge { size, max: self.shared.config.max_request_size });
+        }
+        Ok(size)
     }
 
     /// Sends a record and waits for its delivery (KafkaJS's `producer.send`).
@@ -301,8 +458,7 @@ impl Producer {
     }
 
     fn release(&self, size: usize) {
-        self.shared.buffer_used.fetch_sub(size, Ordering::AcqRel);
-        self.shared.space_freed.notify_waiters();
+        self.shared.release(size);
     }
 
     /// Closes every open batch now instead of waiting for its linger.
@@ -329,11 +485,146 @@ impl Producer {
         Ok(())
     }
 
+    fn transactional_id(&self) -> Result<&str> {
+        self.shared.config.transactional_id.as_deref().ok_or_else(|| {
+            BrokerError::InvalidTxnState("this producer has no transactional.id".into())
+        })
+    }
+
+    fn expect_phase(&self, allowed: &[TxnPhase], operation: &str) -> Result<()> {
+        let state = self.shared.txn.lock();
+        if let TxnPhase::Fatal(reason) = &state.phase {
+            return Err(BrokerError::InvalidTxnState(format!("{reason}: close this producer")));
+        }
+        if !allowed.iter().any(|p| std::mem::discriminant(p) == std::mem::discriminant(&state.phase)) {
+            return Err(BrokerError::InvalidTxnState(format!("cannot {operation} in state {:?}", state.phase)));
+        }
+        Ok(())
+    }
+
+    /// Registers the transactional id with the coordinator (Kafka's `initTransactions`): gets
+    /// the producer id and a new epoch, which fences every older producer with the same id and
+    /// aborts its open transaction.
+    pub async fn init_transactions(&self) -> Result<()> {
+        let transactional_id = self.transactional_id()?.to_string();
+        self.expect_phase(&[TxnPhase::Uninitialized, TxnPhase::Ready], "init transactions")?;
+        let broker = self.shared.broker.clone();
+        let timeout = self.shared.config.transaction_timeout;
+        let (producer_id, epoch) = blocking(move || {
+            broker.transaction_coordinator().init_producer_id(&broker, &transactional_id, timeout)
+        })
+        .await?;
+        self.shared.producer_id.store(producer_id, Ordering::Release);
+        self.shared.producer_epoch.store(epoch, Ordering::Release);
+        let mut state = self.shared.txn.lock();
+        state.phase = TxnPhase::Ready;
+        state.partitions.clear();
+        Ok(())
+    }
+
+    /// Starts a transaction (Kafka's `beginTransaction`).
+    pub fn begin_transaction(&self) -> Result<()> {
+        self.transactional_id()?;
+        self.expect_phase(&[TxnPhase::Ready], "begin a transaction")?;
+        self.shared.txn.lock().phase = TxnPhase::InTransaction;
+        Ok(())
+    }
+
+    /// Adds a consumer's offsets to the transaction (Kafka's `sendOffsetsToTransaction`): they
+    /// become the group's committed offsets only if the transaction commits. The generation in
+    /// `group` is checked, so a producer whose consumer lost its partitions cannot commit them.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        let transactional_id = self.transactional_id()?.to_string();
+        self.expect_phase(&[TxnPhase::InTransaction], "send offsets")?;
+        let (producer_id, producer_epoch) = self.producer_id();
+        let broker = self.shared.broker.clone();
+        let group_id = group.group_id.clone();
+        let added = blocking(move || {
+            broker.transaction_coordinator().add_offsets(&broker, &transactional_id, producer_id, producer_epoch, &group_id)
+        })
+        .await;
+        self.note_txn_error(&added);
+        added?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let request = crate::group::TxnOffsetCommitRequest {
+            group_id: group.group_id.clone(),
+            producer_id,
+            producer_epoch,
+            member_id: group.member_id.clone(),
+            generation_id: group.generation_id,
+            offsets: offsets
+                .iter()
+                .map(|(tp, offset)| {
+                    (tp.clone(), crate::group::OffsetAndMetadata { offset: *offset, leader_epoch: -1, metadata: String::new(), commit_timestamp: now })
+                })
+                .collect(),
+        };
+        let committed = self.shared.broker.group_coordinator().commit_txn_offsets(request).await;
+        self.note_txn_error(&committed);
+        committed
+    }
+
+    /// Sends everything and commits the transaction (Kafka's `commitTransaction`). If a send
+    /// of the transaction failed, nothing commits and the transaction must be aborted.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        self.end_transaction(true).await
+    }
+
+    /// Aborts the transaction (Kafka's `abortTransaction`): its records are never visible to
+    /// `read_committed` consumers and its offsets are never committed.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<()> {
+        let transactional_id = self.transactional_id()?.to_string();
+        if commit {
+            self.expect_phase(&[TxnPhase::InTransaction], "commit")?;
+        } else {
+            self.expect_phase(&[TxnPhase::InTransaction, TxnPhase::Abortable(String::new())], "abort")?;
+        }
+        self.flush().await?;
+        if commit && let TxnPhase::Abortable(reason) = &self.shared.txn.lock().phase {
+            return Err(BrokerError::InvalidTxnState(format!("{reason}; abort the transaction")));
+        }
+        let (producer_id, producer_epoch) = self.producer_id();
+        let broker = self.shared.broker.clone();
+        let started = Instant::now();
+        let ended = blocking(move || {
+            broker.transaction_coordinator().end_txn(&broker, &transactional_id, producer_id, producer_epoch, commit)
+        })
+        .await;
+        self.note_txn_error(&ended);
+        ended?;
+        metrics::histogram!("fjord_producer_transaction_commit_seconds", "result" => if commit { "commit" } else { "abort" })
+            .record(started.elapsed().as_secs_f64());
+        let mut state = self.shared.txn.lock();
+        state.phase = TxnPhase::Ready;
+        state.partitions.clear();
+        Ok(())
+    }
+
+    /// A fenced producer can do nothing more; other transactional errors need an abort.
+    fn note_txn_error<T>(&self, result: &Result<T>) {
+        if let Err(e) = result {
+            let mut state = self.shared.txn.lock();
+            state.phase = match e {
+                BrokerError::ProducerFenced(_) | BrokerError::Log(fjord_log::LogError::InvalidProducerEpoch { .. }) => {
+                    TxnPhase::Fatal(e.to_string())
+                }
+                _ => TxnPhase::Abortable(e.to_string()),
+            };
+        }
+    }
+
     /// Flushes and stops the sender thread. Sends after `close` fail.
     pub async fn close(&self) -> Result<()> {
         self.flush().await?;
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.work.notify_one();
+        self.shared.stop_sender();
         let handle = self.sender.lock().take();
         if let Some(handle) = handle {
             tokio::task::spawn_blocking(move || handle.join())
@@ -346,10 +637,15 @@ impl Producer {
     }
 }
 
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BrokerError::IllegalState(format!("producer task failed: {e}")))?
+}
+
 impl Drop for Producer {
     fn drop(&mut self) {
         // The sender thread sends what is left and exits.
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.work.notify_one();
+        self.shared.stop_sender();
     }
 }

@@ -1,0 +1,564 @@
+//! The runtime (Kafka's `KafkaStreams`): stream threads that join the application's consumer
+//! group, turn their assigned partitions into tasks, process records, punctuate and commit.
+//!
+//! Each stream thread is an OS thread with its own single-threaded tokio runtime: processing
+//! is CPU work and never runs on the application's async runtime, and a thread's tasks and
+//! processors never move between threads.
+//!
+//! At-least-once: every `commit_interval` (and before a rebalance and at shutdown) a thread
+//! flushes its producer and then commits the offsets its tasks consumed, so an output is
+//! written before the input that caused it is marked done.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fjord_log::TopicPartition;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::backend::{Backend, ConsumerSpec, ProducerSpec, StreamConsumer, StreamProducer, TopicSpec};
+use crate::error::{ErrorAction, StreamsError};
+use crate::graph::InternalTopicKind;
+use crate::node::{CollectorRef, ErrorPolicy, RecordCollector};
+use crate::record::Headers;
+use crate::task::Task;
+use crate::topology::Topology;
+use crate::TaskId;
+
+/// The processing guarantee (`processing.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingGuarantee {
+    /// Every input record is reflected at least once; a crash may repeat some.
+    AtLeastOnce,
+    /// Every input record is reflected exactly once in outputs and state (`exactly_once_v2`).
+    ExactlyOnce,
+}
+
+/// Settings of a streams application, with Kafka Streams' names in the docs.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// `application.id`: the consumer group, the prefix of internal topics and transactional
+    /// ids.
+    pub application_id: String,
+    /// `num.stream.threads` (1).
+    pub num_stream_threads: usize,
+    /// `commit.interval.ms` (30 s under at-least-once; 100 ms under exactly-once when left
+    /// `None`).
+    pub commit_interval: Option<Duration>,
+    /// `processing.guarantee` (at-least-once).
+    pub processing_guarantee: ProcessingGuarantee,
+    /// `state.dir`: where state stores live.
+    pub state_dir: std::path::PathBuf,
+    /// `default.deserialization.exception.handler`.
+    pub deserialization_errors: ErrorAction,
+    /// `processing.exception.handler`.
+    pub processing_errors: ErrorAction,
+    /// How long a poll waits for records when nothing is buffered.
+    pub poll_timeout: Duration,
+    /// `max.poll.records` of the stream threads' consumers.
+    pub max_poll_records: usize,
+}
+
+impl StreamsConfig {
+    /// Defaults for `application_id`.
+    pub fn new(application_id: impl Into<String>) -> Self {
+        let application_id = application_id.into();
+        StreamsConfig {
+            state_dir: std::env::temp_dir().join("fjord-streams").join(&application_id),
+            application_id,
+            num_stream_threads: 1,
+            commit_interval: None,
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            deserialization_errors: ErrorAction::Fail,
+            processing_errors: ErrorAction::Fail,
+            poll_timeout: Duration::from_millis(100),
+            max_poll_records: 1000,
+        }
+    }
+
+    /// The commit interval in force.
+    pub fn effective_commit_interval(&self) -> Duration {
+        self.commit_interval.unwrap_or(match self.processing_guarantee {
+            ProcessingGuarantee::AtLeastOnce => Duration::from_secs(30),
+            ProcessingGuarantee::ExactlyOnce => Duration::from_millis(100),
+        })
+    }
+}
+
+/// The state of an application, with Kafka Streams' names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamsState {
+    /// Built, not started.
+    Created,
+    /// Threads are joining the group or taking over tasks.
+    Rebalancing,
+    /// Processing.
+    Running,
+    /// Closing.
+    PendingShutdown,
+    /// Closed.
+    NotRunning,
+    /// A thread failed; see [`Streams::error`].
+    Error,
+}
+
+struct Shared {
+    config: StreamsConfig,
+    topology: Topology,
+    backend: Arc<dyn Backend>,
+    shutdown: AtomicBool,
+    state: watch::Sender<StreamsState>,
+    error: Mutex<Option<String>>,
+    processed: AtomicU64,
+    committed: AtomicU64,
+    /// Threads that have their assignment and are processing.
+    running_threads: Mutex<BTreeSet<usize>>,
+}
+
+/// A running streams application (Kafka's `KafkaStreams`).
+pub struct Streams {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams").field("application_id", &self.shared.config.application_id).finish()
+    }
+}
+
+impl Streams {
+    /// An application running `topology` on `backend`.
+    pub fn new(topology: Topology, backend: Arc<dyn Backend>, config: StreamsConfig) -> Result<Self, StreamsError> {
+        if config.application_id.is_empty() {
+            return Err(StreamsError::Config { name: "application.id", reason: "must not be empty".into() });
+        }
+        if config.num_stream_threads == 0 {
+            return Err(StreamsError::Config { name: "num.stream.threads", reason: "must be at least 1".into() });
+        }
+        Ok(Streams {
+            shared: Arc::new(Shared {
+                config,
+                topology,
+                backend,
+                shutdown: AtomicBool::new(false),
+                state: watch::channel(StreamsState::Created).0,
+                error: Mutex::new(None),
+                processed: AtomicU64::new(0),
+                committed: AtomicU64::new(0),
+                running_threads: Mutex::new(BTreeSet::new()),
+            }),
+            threads: Vec::new(),
+        })
+    }
+
+    /// Checks the source topics, creates the internal topics, and starts the stream threads.
+    pub async fn start(&mut self) -> Result<(), StreamsError> {
+        if *self.shared.state.borrow() != StreamsState::Created {
+            return Err(StreamsError::IllegalState("start() can only be called once".into()));
+        }
+        self.create_internal_topics().await?;
+        self.shared.state.send_replace(StreamsState::Rebalancing);
+        for index in 0..self.shared.config.num_stream_threads {
+            let shared = self.shared.clone();
+            let name = format!("{}-StreamThread-{}", shared.config.application_id, index + 1);
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || run_thread(shared, index, name))
+                .map_err(|e| StreamsError::IllegalState(format!("cannot start a stream thread: {e}")))?;
+            self.threads.push(handle);
+        }
+        Ok(())
+    }
+
+    async fn create_internal_topics(&self) -> Result<(), StreamsError> {
+        let shared = &self.shared;
+        let topology = &shared.topology;
+        let app = &shared.config.application_id;
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for topic in topology.external_source_topics() {
+            match shared.backend.partition_count(&topic).await? {
+                Some(n) => {
+                    counts.insert(topic, n);
+                }
+                None => {
+                    return Err(StreamsError::Topology(format!(
+                        "source topic `{topic}` does not exist: create it before starting the application"
+                    )));
+                }
+            }
+        }
+        // Repartition topics take the largest partition count of the sub-topology writing
+        // them; resolve in dependency order.
+        let internal = topology.internal_topics().to_vec();
+        for _ in 0..=internal.len() {
+            for topic in &internal {
+                if counts.contains_key(&topic.name) {
+                    continue;
+                }
+                let count = match topic.partitions {
+                    Some(n) => Some(n),
+                    None => {
+                        let writer = topology.subtopologies().iter().find(|s| s.sink_topics.contains(&topic.name));
+                        writer.and_then(|s| {
+                            let known: Option<Vec<u32>> = s.source_topics.iter().map(|t| counts.get(t).copied()).collect();
+                            known.and_then(|k| k.into_iter().max())
+                        })
+                    }
+                };
+                if let Some(n) = count {
+                    counts.insert(topic.name.clone(), n);
+                }
+            }
+        }
+        let mut specs = Vec::new();
+        for topic in &internal {
+            let partitions = *counts.get(&topic.name).ok_or_else(|| {
+                StreamsError::Topology(format!("cannot work out the partition count of internal topic `{}`", topic.name))
+            })?;
+            let configs = match topic.kind {
+                InternalTopicKind::Repartition => BTreeMap::from([
+                    ("cleanup.policy".to_string(), "delete".to_string()),
+                    ("retention.ms".to_string(), "-1".to_string()),
+                ]),
+                InternalTopicKind::Changelog => BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+            };
+            specs.push(TopicSpec { name: topology.resolve_topic(app, &topic.name), partitions, configs });
+        }
+        shared.backend.ensure_topics(&specs).await
+    }
+
+    /// The application's state.
+    pub fn state(&self) -> StreamsState {
+        *self.shared.state.borrow()
+    }
+
+    /// Waits until the application reaches `state` (or fails), up to `timeout`.
+    pub async fn wait_for_state(&self, state: StreamsState, timeout: Duration) -> Result<(), StreamsError> {
+        let mut rx = self.shared.state.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|s| *s == state || *s == StreamsState::Error)).await;
+        match waited {
+            Ok(Ok(s)) if *s == state => Ok(()),
+            Ok(_) => Err(self.failure()),
+            Err(_) => Err(StreamsError::IllegalState(format!("the application did not reach {state:?} within {timeout:?}"))),
+        }
+    }
+
+    fn failure(&self) -> StreamsError {
+        StreamsError::ThreadFailed {
+            thread: self.shared.config.application_id.clone(),
+            message: self.error().unwrap_or_else(|| "unknown".into()),
+        }
+    }
+
+    /// The error that stopped a thread, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.shared.error.lock().clone()
+    }
+
+    /// Records processed so far, over all threads.
+    pub fn records_processed(&self) -> u64 {
+        self.shared.processed.load(Ordering::Relaxed)
+    }
+
+    /// Commits done so far, over all threads.
+    pub fn commits(&self) -> u64 {
+        self.shared.committed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the threads: each commits what it processed, closes its tasks and leaves the
+    /// group. Returns the error that stopped a thread, if one did.
+    pub async fn close(mut self) -> Result<(), StreamsError> {
+        self.shared.state.send_replace(StreamsState::PendingShutdown);
+        self.shared.shutdown.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut self.threads);
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .map_err(|e| StreamsError::IllegalState(format!("joining stream threads failed: {e}")))?;
+        let failed = self.shared.error.lock().clone();
+        self.shared.state.send_replace(if failed.is_some() { StreamsState::Error } else { StreamsState::NotRunning });
+        match failed {
+            Some(message) => Err(StreamsError::ThreadFailed { thread: self.shared.config.application_id.clone(), message }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+    }
+}
+
+/// The collector of a thread's tasks: the thread's producer.
+struct ProducerCollector {
+    producer: Box<dyn StreamProducer>,
+    /// Exactly-once: whether the current transaction has begun.
+    in_transaction: bool,
+    transactional: bool,
+}
+
+impl RecordCollector for ProducerCollector {
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &Headers,
+        timestamp: i64,
+    ) -> Result<(), StreamsError> {
+        if self.transactional && !self.in_transaction {
+            self.producer.begin_transaction()?;
+            self.in_transaction = true;
+        }
+        self.producer.send(topic, partition, key, value, headers, timestamp)
+    }
+
+    fn partition_count(&mut self, topic: &str) -> Result<u32, StreamsError> {
+        self.producer.partition_count(topic)
+    }
+}
+
+fn run_thread(shared: Arc<Shared>, index: usize, name: String) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            fail(&shared, &name, StreamsError::IllegalState(format!("cannot start the thread's runtime: {e}")));
+            return;
+        }
+    };
+    let result = runtime.block_on(StreamThread::run(shared.clone(), index, name.clone()));
+    shared.running_threads.lock().remove(&index);
+    if let Err(e) = result {
+        fail(&shared, &name, e);
+    }
+}
+
+fn fail(shared: &Shared, thread: &str, error: StreamsError) {
+    tracing::error!(thread, error = %error, "stream thread failed");
+    shared.error.lock().get_or_insert_with(|| format!("{thread}: {error}"));
+    shared.state.send_replace(StreamsState::Error);
+    // One failed thread stops the application: the others stop cleanly.
+    shared.shutdown.store(true, Ordering::Release);
+}
+
+struct StreamThread {
+    shared: Arc<Shared>,
+    index: usize,
+    name: String,
+    consumer: Box<dyn StreamConsumer>,
+    collector: Rc<RefCell<ProducerCollector>>,
+    tasks: BTreeMap<TaskId, Task>,
+    last_commit: Instant,
+}
+
+impl StreamThread {
+    async fn run(shared: Arc<Shared>, index: usize, name: String) -> Result<(), StreamsError> {
+        let config = &shared.config;
+        let app = config.application_id.clone();
+        let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+        let mut consumer = shared
+            .backend
+            .consumer(ConsumerSpec {
+                group_id: app.clone(),
+                client_id: format!("{name}-consumer"),
+                read_committed: exactly_once,
+                max_poll_records: config.max_poll_records,
+            })
+            .await?;
+        let topics: Vec<String> = shared
+            .topology
+            .subtopologies()
+            .iter()
+            .flat_map(|s| s.source_topics.iter().map(|t| shared.topology.resolve_topic(&app, t)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        consumer.subscribe(&topics)?;
+        let mut producer = shared
+            .backend
+            .producer(ProducerSpec {
+                client_id: format!("{name}-producer"),
+                transactional_id: exactly_once.then(|| format!("{app}-{index}")),
+            })
+            .await?;
+        if exactly_once {
+            producer.init_transactions().await?;
+        }
+        let collector = Rc::new(RefCell::new(ProducerCollector { producer, in_transaction: false, transactional: exactly_once }));
+        let mut thread =
+            StreamThread { shared: shared.clone(), index, name, consumer, collector, tasks: BTreeMap::new(), last_commit: Instant::now() };
+        let result = thread.run_loop().await;
+        let closed = thread.shutdown(result.is_ok()).await;
+        result.and(closed)
+    }
+
+    async fn run_loop(&mut self) -> Result<(), StreamsError> {
+        let commit_interval = self.shared.config.effective_commit_interval();
+        let app: Arc<str> = Arc::from(self.shared.config.application_id.as_str());
+        loop {
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if self.consumer.rebalance_pending() && self.tasks.values().any(|t| t.dirty) {
+                self.commit().await?;
+            }
+            let buffered = self.tasks.values().any(|t| t.buffered() > 0);
+            let timeout = if buffered { Duration::ZERO } else { self.shared.config.poll_timeout };
+            let records = self.consumer.poll(timeout).await?;
+            self.reconcile_tasks(&app)?;
+            for record in records {
+                let Some(subtopology) = self.shared.topology.subtopology_of(&app, &record.topic) else { continue };
+                let id = TaskId { subtopology, partition: record.partition };
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    let tp = TopicPartition::new(record.topic.clone(), record.partition);
+                    task.add_records(&tp, [record]);
+                }
+            }
+            // Process what is buffered, task by task, within a time budget so that polls (and
+            // with them heartbeats and rebalances) keep happening.
+            let started = Instant::now();
+            let mut processed = 0u64;
+            loop {
+                let mut progress = 0;
+                for task in self.tasks.values_mut() {
+                    progress += task.process(1000)?;
+                }
+                processed += progress as u64;
+                if progress == 0 || started.elapsed() > Duration::from_millis(100) {
+                    break;
+                }
+            }
+            self.shared.processed.fetch_add(processed, Ordering::Relaxed);
+            if processed > 0 {
+                metrics::counter!("fjord_streams_records_processed_total", "thread" => self.name.clone()).increment(processed);
+            }
+            let now = wall_clock_ms();
+            for task in self.tasks.values_mut() {
+                task.punctuate_wall_clock(now)?;
+            }
+            if self.last_commit.elapsed() >= commit_interval {
+                self.commit().await?;
+            }
+        }
+    }
+
+    /// Makes the tasks match the assignment: a task per (sub-topology, partition) of the
+    /// assigned partitions.
+    fn reconcile_tasks(&mut self, app: &Arc<str>) -> Result<(), StreamsError> {
+        let assignment = self.consumer.assignment();
+        let mut wanted = BTreeSet::new();
+        for tp in &assignment {
+            if let Some(subtopology) = self.shared.topology.subtopology_of(app, &tp.topic) {
+                wanted.insert(TaskId { subtopology, partition: tp.partition });
+            }
+        }
+        let gone: Vec<TaskId> = self.tasks.keys().filter(|id| !wanted.contains(id)).copied().collect();
+        for id in gone {
+            if let Some(mut task) = self.tasks.remove(&id) {
+                tracing::info!(thread = %self.name, task = %id, "closing revoked task");
+                task.close();
+            }
+        }
+        for id in wanted {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let collector: CollectorRef = self.collector.clone();
+            let errors = ErrorPolicy {
+                deserialization: self.shared.config.deserialization_errors.clone(),
+                processing: self.shared.config.processing_errors.clone(),
+            };
+            let mut task = self.shared.topology.build_task(id, app, collector, errors)?;
+            task.ctx.wall_clock = wall_clock_ms();
+            task.initialize()?;
+            tracing::info!(thread = %self.name, task = %id, "created task");
+            self.tasks.insert(id, task);
+        }
+        let mut running = self.shared.running_threads.lock();
+        if !assignment.is_empty() || !self.consumer.rebalance_pending() {
+            running.insert(self.index);
+        }
+        if running.len() == self.shared.config.num_stream_threads && *self.shared.state.borrow() == StreamsState::Rebalancing {
+            self.shared.state.send_replace(StreamsState::Running);
+        }
+        Ok(())
+    }
+
+    /// At-least-once: flush the outputs, then commit the inputs. Exactly-once: the consumed
+    /// offsets go into the open transaction, which then commits.
+    async fn commit(&mut self) -> Result<(), StreamsError> {
+        self.last_commit = Instant::now();
+        let offsets: Vec<(TopicPartition, i64)> =
+            self.tasks.values().filter(|t| t.dirty).flat_map(|t| t.committable_offsets()).collect();
+        let started = Instant::now();
+        let mut collector = self.collector.borrow_mut();
+        if collector.transactional {
+            if offsets.is_empty() && !collector.in_transaction {
+                return Ok(());
+            }
+            if !collector.in_transaction {
+                collector.producer.begin_transaction()?;
+                collector.in_transaction = true;
+            }
+            let group = self
+                .consumer
+                .group_metadata()
+                .ok_or_else(|| StreamsError::IllegalState("no group metadata for a transactional commit".into()))?;
+            collector.producer.send_offsets_to_transaction(&offsets, &group).await?;
+            collector.producer.commit_transaction().await?;
+            collector.in_transaction = false;
+        } else {
+            collector.producer.flush().await?;
+            if !offsets.is_empty() {
+                self.consumer.commit(&offsets).await?;
+            }
+        }
+        drop(collector);
+        for task in self.tasks.values_mut() {
+            task.dirty = false;
+        }
+        self.shared.committed.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("fjord_streams_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, clean: bool) -> Result<(), StreamsError> {
+        let mut result = Ok(());
+        if clean && self.tasks.values().any(|t| t.dirty) {
+            result = self.commit().await;
+        }
+        for task in self.tasks.values_mut() {
+            task.close();
+        }
+        self.tasks.clear();
+        {
+            let mut collector = self.collector.borrow_mut();
+            if collector.in_transaction {
+                let _ = collector.producer.abort_transaction().await;
+                collector.in_transaction = false;
+            }
+            if let Err(e) = collector.producer.close().await {
+                result = result.and(Err(e));
+            }
+        }
+        if let Err(e) = self.consumer.close().await {
+            result = result.and(Err(e));
+        }
+        tracing::info!(thread = %self.name, "stream thread stopped");
+        result
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

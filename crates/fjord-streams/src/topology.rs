@@ -1,0 +1,266 @@
+//! A built topology: the graph split into sub-topologies, validated, and describable as text
+//! (Kafka's `TopologyDescription` format) and as Graphviz DOT.
+//!
+//! A sub-topology is a connected part of the graph. Repartition topics cut the graph: the sink
+//! that writes one and the source that reads it belong to different sub-topologies, so that
+//! records re-keyed in one meet their new partition's task in the next.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::error::StreamsError;
+use crate::graph::{Graph, InternalTopic, NodeId, NodeKind};
+use crate::node::{CollectorRef, ErrorPolicy, Instantiator, SourceRef, TaskContext};
+use crate::task::Task;
+use crate::TaskId;
+
+/// One sub-topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subtopology {
+    /// Its number.
+    pub id: u32,
+    pub(crate) nodes: Vec<NodeId>,
+    pub(crate) sources: Vec<NodeId>,
+    /// Topics its sources read (internal topics without the application id prefix).
+    pub source_topics: Vec<String>,
+    /// Topics its sinks write (dynamic sinks are not listed).
+    pub sink_topics: Vec<String>,
+}
+
+/// A validated topology, shared by every stream thread.
+#[derive(Clone)]
+pub struct Topology {
+    pub(crate) graph: Arc<Graph>,
+    pub(crate) subtopologies: Vec<Subtopology>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
+
+impl Topology {
+    pub(crate) fn new(graph: Graph) -> Result<Topology, StreamsError> {
+        let mut errors = Vec::new();
+        // Names are unique.
+        let mut names = HashSet::new();
+        for node in &graph.nodes {
+            if !names.insert(node.name.as_str()) {
+                errors.push(format!("two nodes are named `{}`: names must be unique", node.name));
+            }
+        }
+        // Each topic is read by one source.
+        let mut read_by: BTreeMap<&str, &str> = BTreeMap::new();
+        for node in &graph.nodes {
+            if let NodeKind::Source { topics } = &node.kind {
+                for topic in topics {
+                    if let Some(other) = read_by.insert(topic, &node.name) {
+                        errors.push(format!(
+                            "topic `{topic}` is read by two sources, `{other}` and `{}`: read it once and reuse the stream",
+                            node.name
+                        ));
+                    }
+                }
+            }
+        }
+        if graph.nodes.is_empty() {
+            errors.push("the topology is empty: add at least one stream".into());
+        }
+        // Connected components.
+        let n = graph.nodes.len();
+        let mut component: Vec<usize> = (0..n).collect();
+        fn find(c: &mut [usize], x: usize) -> usize {
+            let mut root = x;
+            while c[root] != root {
+                root = c[root];
+            }
+            let mut y = x;
+            while c[y] != root {
+                let next = c[y];
+                c[y] = root;
+                y = next;
+            }
+            root
+        }
+        for (id, node) in graph.nodes.iter().enumerate() {
+            for &child in &node.children {
+                let (a, b) = (find(&mut component, id), find(&mut component, child));
+                if a != b {
+                    component[a.max(b)] = a.min(b);
+                }
+            }
+        }
+        let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
+        for id in 0..n {
+            let root = find(&mut component, id);
+            groups.entry(root).or_default().push(id);
+        }
+        let mut subtopologies = Vec::new();
+        for (i, nodes) in groups.into_values().enumerate() {
+            let sources: Vec<NodeId> =
+                nodes.iter().copied().filter(|&id| matches!(graph.nodes[id].kind, NodeKind::Source { .. })).collect();
+            let source_topics: Vec<String> = sources
+                .iter()
+                .flat_map(|&id| match &graph.nodes[id].kind {
+                    NodeKind::Source { topics } => topics.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let sink_topics: Vec<String> = nodes
+                .iter()
+                .filter_map(|&id| match &graph.nodes[id].kind {
+                    NodeKind::Sink { topic: Some(t) } => Some(t.clone()),
+                    _ => None,
+                })
+                .collect();
+            if sources.is_empty() {
+                errors.push(format!("nodes {:?} are not connected to any source", nodes.iter().map(|&id| &graph.nodes[id].name).collect::<Vec<_>>()));
+            }
+            for topic in &sink_topics {
+                if source_topics.contains(topic) {
+                    errors.push(format!(
+                        "sub-topology {i} both reads and writes topic `{topic}`: a loop needs a repartition() (or another topic) in between"
+                    ));
+                }
+            }
+            subtopologies.push(Subtopology { id: i as u32, nodes, sources, source_topics, sink_topics });
+        }
+        if !errors.is_empty() {
+            return Err(StreamsError::Topology(errors.join("; ")));
+        }
+        Ok(Topology { graph: Arc::new(graph), subtopologies })
+    }
+
+    /// The sub-topologies.
+    pub fn subtopologies(&self) -> &[Subtopology] {
+        &self.subtopologies
+    }
+
+    /// The topics the application creates (without the `<application.id>-` prefix).
+    pub fn internal_topics(&self) -> &[InternalTopic] {
+        &self.graph.internal_topics
+    }
+
+    /// Every topic the topology reads that it does not create: these must exist.
+    pub fn external_source_topics(&self) -> Vec<String> {
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for s in &self.subtopologies {
+            for t in &s.source_topics {
+                if !self.graph.is_internal(t) {
+                    out.insert(t.clone());
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The real name of a topic for an application (internal ones are prefixed).
+    pub fn resolve_topic(&self, application_id: &str, name: &str) -> String {
+        self.graph.resolve_topic(application_id, name)
+    }
+
+    /// The sub-topology that reads `topic` (a real, resolved name).
+    pub fn subtopology_of(&self, application_id: &str, topic: &str) -> Option<u32> {
+        self.subtopologies
+            .iter()
+            .find(|s| s.source_topics.iter().any(|t| self.graph.resolve_topic(application_id, t) == topic))
+            .map(|s| s.id)
+    }
+
+    /// Builds the processors of one task.
+    pub(crate) fn build_task(
+        &self,
+        id: TaskId,
+        application_id: &Arc<str>,
+        collector: CollectorRef,
+        errors: ErrorPolicy,
+    ) -> Result<Task, StreamsError> {
+        let sub = self
+            .subtopologies
+            .get(id.subtopology as usize)
+            .ok_or_else(|| StreamsError::Topology(format!("no sub-topology {}", id.subtopology)))?;
+        let mut inst = Instantiator::new(&self.graph, application_id);
+        let mut sources: Vec<(Arc<str>, SourceRef)> = Vec::new();
+        for &node in &sub.sources {
+            let source = inst.source(node)?;
+            if let NodeKind::Source { topics } = &self.graph.node(node)?.kind {
+                for topic in topics {
+                    sources.push((inst.topic(topic), source.clone()));
+                }
+            }
+        }
+        let lifecycles = std::mem::take(&mut inst.lifecycles);
+        let ctx = TaskContext::new(id, application_id.clone(), collector, errors);
+        Ok(Task::new(id, sources, lifecycles, ctx))
+    }
+
+    /// The topology in Kafka's `TopologyDescription` text form.
+    pub fn describe(&self) -> String {
+        let mut out = String::from("Topologies:\n");
+        for sub in &self.subtopologies {
+            let _ = writeln!(out, "   Sub-topology: {}", sub.id);
+            for &id in &sub.nodes {
+                let node = &self.graph.nodes[id];
+                match &node.kind {
+                    NodeKind::Source { topics } => {
+                        let _ = writeln!(out, "    Source: {} (topics: [{}])", node.name, topics.join(", "));
+                    }
+                    NodeKind::Processor => {
+                        let _ = writeln!(out, "    Processor: {} (stores: [{}])", node.name, node.stores.join(", "));
+                    }
+                    NodeKind::Sink { topic } => {
+                        let topic = topic.as_deref().unwrap_or("<chosen per record>");
+                        let _ = writeln!(out, "    Sink: {} (topic: {topic})", node.name);
+                    }
+                }
+                let names = |ids: &[NodeId]| ids.iter().map(|&i| self.graph.nodes[i].name.as_str()).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(out, "      --> {}", if node.children.is_empty() { "none".into() } else { names(&node.children) });
+                if !node.parents.is_empty() {
+                    let _ = writeln!(out, "      <-- {}", names(&node.parents));
+                }
+            }
+        }
+        out
+    }
+
+    /// The topology as a Graphviz DOT digraph: a cluster per sub-topology, topics as ellipses.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph topology {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\\\""));
+        let mut topics = BTreeSet::new();
+        for sub in &self.subtopologies {
+            let _ = writeln!(out, "  subgraph cluster_{} {{\n    label={};", sub.id, quote(&format!("Sub-topology {}", sub.id)));
+            for &id in &sub.nodes {
+                let node = &self.graph.nodes[id];
+                let _ = writeln!(out, "    {};", quote(&node.name));
+            }
+            out.push_str("  }\n");
+            for &id in &sub.nodes {
+                let node = &self.graph.nodes[id];
+                for &child in &node.children {
+                    let _ = writeln!(out, "  {} -> {};", quote(&node.name), quote(&self.graph.nodes[child].name));
+                }
+                match &node.kind {
+                    NodeKind::Source { topics: ts } => {
+                        for t in ts {
+                            topics.insert(t.clone());
+                            let _ = writeln!(out, "  {} -> {};", quote(&format!("topic:{t}")), quote(&node.name));
+                        }
+                    }
+                    NodeKind::Sink { topic: Some(t) } => {
+                        topics.insert(t.clone());
+                        let _ = writeln!(out, "  {} -> {};", quote(&node.name), quote(&format!("topic:{t}")));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for t in topics {
+            let _ = writeln!(out, "  {} [shape=ellipse, label={}];", quote(&format!("topic:{t}")), quote(&t));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
