@@ -15,13 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fjord::broker::{
-    Admin, Broker, BrokerConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord,
+    Admin, Broker, BrokerConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord,
 };
 use fjord::log::TopicPartition;
 
 fn producer_config() -> ProducerConfig {
-    ProducerConfig { batch_size: 256 * 1024, linger: Duration::from_millis(5), ..ProducerConfig::default() }
+    ProducerConfig {
+        batch_size: 256 * 1024,
+        linger: Duration::from_millis(5),
+        ..ProducerConfig::default()
+    }
 }
 
 async fn produce(broker: &Broker, topic: &str, records: u64) -> f64 {
@@ -88,7 +92,9 @@ async fn rebalance(broker: &Broker) -> (Duration, Duration) {
             let tasks: Vec<_> = members
                 .iter()
                 .cloned()
-                .map(|c| tokio::spawn(async move { c.poll(Duration::from_millis(20)).await.unwrap() }))
+                .map(|c| {
+                    tokio::spawn(async move { c.poll(Duration::from_millis(20)).await.unwrap() })
+                })
                 .collect();
             for t in tasks {
                 t.await.unwrap();
@@ -109,7 +115,11 @@ async fn rebalance(broker: &Broker) -> (Duration, Duration) {
     (first, join)
 }
 
-async fn transactions(broker: &Broker, records_per_txn: u64, txns: u64) -> (f64, f64, Duration, Duration) {
+async fn transactions(
+    broker: &Broker,
+    records_per_txn: u64,
+    txns: u64,
+) -> (f64, f64, Duration, Duration) {
     let admin = Admin::new(broker);
     admin.create_topic(NewTopic::new("txn-bench", 1)).await.unwrap();
     admin.create_topic(NewTopic::new("plain-bench", 1)).await.unwrap();
@@ -119,7 +129,10 @@ async fn transactions(broker: &Broker, records_per_txn: u64, txns: u64) -> (f64,
     let started = Instant::now();
     for _ in 0..txns {
         for i in 0..records_per_txn {
-            plain.send(ProducerRecord::new("plain-bench", &value).key(&i.to_be_bytes())).await.unwrap();
+            plain
+                .send(ProducerRecord::new("plain-bench", &value).key(&i.to_be_bytes()))
+                .await
+                .unwrap();
         }
         plain.flush().await.unwrap();
     }
@@ -135,7 +148,10 @@ async fn transactions(broker: &Broker, records_per_txn: u64, txns: u64) -> (f64,
     for _ in 0..txns {
         producer.begin_transaction().unwrap();
         for i in 0..records_per_txn {
-            producer.send(ProducerRecord::new("txn-bench", &value).key(&i.to_be_bytes())).await.unwrap();
+            producer
+                .send(ProducerRecord::new("txn-bench", &value).key(&i.to_be_bytes()))
+                .await
+                .unwrap();
         }
         let commit = Instant::now();
         producer.commit_transaction().await.unwrap();
@@ -150,7 +166,8 @@ async fn transactions(broker: &Broker, records_per_txn: u64, txns: u64) -> (f64,
 fn main() {
     support::prefault_memory();
     let records: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let mut config = BrokerConfig::new(dir.path());

@@ -89,9 +89,5 @@ fn main() {
         rates.push(r);
     }
     let (d, l) = (median(dds), median(logs));
-    println!(
-        "| median | {d:.0} | {l:.0} ({:.0}% of dd) | {:.0} |",
-        100.0 * l / d,
-        median(rates)
-    );
+    println!("| median | {d:.0} | {l:.0} ({:.0}% of dd) | {:.0} |", 100.0 * l / d, median(rates));
 }

@@ -8,7 +8,8 @@
 /// gigabytes into fresh page cache would measure that instead of the code, so the benchmarks
 /// touch memory once first. `FJORD_BENCH_PREFAULT_GIB=0` skips it, to see the difference.
 pub fn prefault_memory() {
-    let gib: usize = std::env::var("FJORD_BENCH_PREFAULT_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let gib: usize =
+        std::env::var("FJORD_BENCH_PREFAULT_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
     let mut chunk: Vec<Vec<u8>> = Vec::new();
     for _ in 0..gib {
         let mut block = vec![0u8; 1 << 30];

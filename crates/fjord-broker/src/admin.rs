@@ -28,7 +28,12 @@ pub struct NewTopic {
 impl NewTopic {
     /// A topic with `partitions` partitions and default configs.
     pub fn new(name: impl Into<String>, partitions: i32) -> Self {
-        NewTopic { name: name.into(), num_partitions: partitions, replication_factor: -1, configs: BTreeMap::new() }
+        NewTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+        }
     }
 
     /// With a config override.
@@ -120,7 +125,10 @@ impl Admin {
         Admin { broker: broker.clone() }
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Broker) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Broker) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let broker = self.broker.clone();
         tokio::task::spawn_blocking(move || f(&broker))
             .await
@@ -134,8 +142,13 @@ impl Admin {
             let name = topic.name.clone();
             let result = self
                 .blocking(move |broker| {
-                    if topic.replication_factor > 1 || topic.replication_factor == 0 || topic.replication_factor < -1 {
-                        return Err(BrokerError::InvalidReplicationFactor(topic.replication_factor));
+                    if topic.replication_factor > 1
+                        || topic.replication_factor == 0
+                        || topic.replication_factor < -1
+                    {
+                        return Err(BrokerError::InvalidReplicationFactor(
+                            topic.replication_factor,
+                        ));
                     }
                     let partitions = match topic.num_partitions {
                         -1 => broker.config().num_partitions,
@@ -143,7 +156,9 @@ impl Admin {
                         n => {
                             return Err(LogError::InvalidPartitions {
                                 topic: topic.name.clone(),
-                                reason: format!("{n} partitions: use at least 1 (or -1 for the default)"),
+                                reason: format!(
+                                    "{n} partitions: use at least 1 (or -1 for the default)"
+                                ),
                             }
                             .into());
                         }
@@ -212,7 +227,12 @@ impl Admin {
                     topic_id: topic.id(),
                     internal: is_internal(topic.name()),
                     partitions: (0..topic.partition_count())
-                        .map(|p| PartitionInfo { partition: p, leader: 0, replicas: vec![0], isr: vec![0] })
+                        .map(|p| PartitionInfo {
+                            partition: p,
+                            leader: 0,
+                            replicas: vec![0],
+                            isr: vec![0],
+                        })
                         .collect(),
                 })
             })
@@ -231,7 +251,11 @@ impl Admin {
 
     /// Changes some configs of a topic, validating the result first (Kafka's
     /// `IncrementalAlterConfigs`).
-    pub async fn incremental_alter_configs(&self, topic: &str, ops: Vec<AlterConfigOp>) -> Result<()> {
+    pub async fn incremental_alter_configs(
+        &self,
+        topic: &str,
+        ops: Vec<AlterConfigOp>,
+    ) -> Result<()> {
         let topic = topic.to_string();
         self.blocking(move |broker| {
             let mut overrides = broker.logs().topic(&topic)?.overrides();
@@ -244,8 +268,11 @@ impl Admin {
                         if !fjord_log::config::TOPIC_CONFIG_NAMES.contains(&name.as_str()) {
                             // Names are checked before values: this reports the unknown name
                             // with the nearest known one.
-                            fjord_log::config::validate_overrides(&BTreeMap::from([(name.clone(), String::new())]))
-                                .map_err(LogError::from)?;
+                            fjord_log::config::validate_overrides(&BTreeMap::from([(
+                                name.clone(),
+                                String::new(),
+                            )]))
+                            .map_err(LogError::from)?;
                         }
                         overrides.remove(&name);
                     }
@@ -257,12 +284,21 @@ impl Admin {
     }
 
     /// Kafka's `ListOffsets`.
-    pub fn list_offsets(&self, query: &[(TopicPartition, OffsetSpec)]) -> Result<Vec<(TopicPartition, ListedOffset)>> {
-        query.iter().map(|(tp, spec)| Ok((tp.clone(), self.broker.list_offset(tp, *spec)?))).collect()
+    pub fn list_offsets(
+        &self,
+        query: &[(TopicPartition, OffsetSpec)],
+    ) -> Result<Vec<(TopicPartition, ListedOffset)>> {
+        query
+            .iter()
+            .map(|(tp, spec)| Ok((tp.clone(), self.broker.list_offset(tp, *spec)?)))
+            .collect()
     }
 
     /// Moves log start offsets forward (Kafka's `DeleteRecords`).
-    pub async fn delete_records(&self, before: Vec<(TopicPartition, i64)>) -> Result<Vec<(TopicPartition, i64)>> {
+    pub async fn delete_records(
+        &self,
+        before: Vec<(TopicPartition, i64)>,
+    ) -> Result<Vec<(TopicPartition, i64)>> {
         self.blocking(move |broker| {
             before
                 .into_iter()
@@ -287,7 +323,10 @@ impl Admin {
     }
 
     /// A group's committed offsets (Kafka's `ListConsumerGroupOffsets`).
-    pub fn list_group_offsets(&self, group_id: &str) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+    pub fn list_group_offsets(
+        &self,
+        group_id: &str,
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
         self.broker.group_coordinator().fetch_offsets(group_id, None)
     }
 
@@ -306,7 +345,9 @@ impl Admin {
                 OffsetResetSpec::Earliest => start,
                 OffsetResetSpec::Latest => end,
                 OffsetResetSpec::Offset(o) => o.clamp(start, end),
-                OffsetResetSpec::Timestamp(ts) => self.broker.list_offset(tp, OffsetSpec::Timestamp(ts))?.offset,
+                OffsetResetSpec::Timestamp(ts) => {
+                    self.broker.list_offset(tp, OffsetSpec::Timestamp(ts))?.offset
+                }
             };
             offsets.insert(tp.clone(), offset);
         }
@@ -349,7 +390,12 @@ impl Admin {
                 let start = self.broker.list_offset(&tp, OffsetSpec::Earliest)?.offset;
                 let committed_offset = committed.get(&tp).map(|c| c.offset);
                 let lag = log_end_offset - committed_offset.unwrap_or(start).max(start);
-                out.push(PartitionLag { partition: tp, committed: committed_offset, log_end_offset, lag: lag.max(0) });
+                out.push(PartitionLag {
+                    partition: tp,
+                    committed: committed_offset,
+                    log_end_offset,
+                    lag: lag.max(0),
+                });
             }
         }
         Ok(out)

@@ -126,9 +126,18 @@ impl Broker {
             tracing::warn!(?report, "partition needed repairs on open");
         }
         let compacted = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-        let offsets_topic = internal_topic(&logs, CONSUMER_OFFSETS_TOPIC, config.offsets_topic_num_partitions, &compacted)?;
-        let txn_topic =
-            internal_topic(&logs, TRANSACTION_STATE_TOPIC, config.transaction_state_log_num_partitions, &compacted)?;
+        let offsets_topic = internal_topic(
+            &logs,
+            CONSUMER_OFFSETS_TOPIC,
+            config.offsets_topic_num_partitions,
+            &compacted,
+        )?;
+        let txn_topic = internal_topic(
+            &logs,
+            TRANSACTION_STATE_TOPIC,
+            config.transaction_state_log_num_partitions,
+            &compacted,
+        )?;
         let producer_ids = ProducerIdManager::open(&config.data_dir)?;
         let groups = GroupCoordinator::load(offsets_topic, config.group.clone())?;
         let txns = TransactionCoordinator::load(txn_topic, config.transaction.clone())?;
@@ -146,7 +155,9 @@ impl Broker {
         let recovering = broker.clone();
         tokio::task::spawn_blocking(move || recovering.inner.txns.recover(&recovering))
             .await
-            .map_err(|e| BrokerError::IllegalState(format!("transaction recovery task failed: {e}")))??;
+            .map_err(|e| {
+                BrokerError::IllegalState(format!("transaction recovery task failed: {e}"))
+            })??;
         broker.inner.txns.start(&broker);
         Ok(broker)
     }
@@ -176,7 +187,11 @@ impl Broker {
         match self.inner.logs.topic(name) {
             Ok(topic) => Ok(topic),
             Err(LogError::UnknownTopic(_)) if self.inner.config.auto_create_topics_enable => {
-                match self.inner.logs.create_topic(name, self.inner.config.num_partitions, BTreeMap::new()) {
+                match self.inner.logs.create_topic(
+                    name,
+                    self.inner.config.num_partitions,
+                    BTreeMap::new(),
+                ) {
                     Ok(topic) => Ok(topic),
                     // Another client created it meanwhile.
                     Err(LogError::TopicExists(_)) => Ok(self.inner.logs.topic(name)?),
@@ -255,10 +270,14 @@ impl Broker {
         Ok(match spec {
             OffsetSpec::Earliest => ListedOffset { offset: log.log_start_offset(), timestamp: -1 },
             OffsetSpec::Latest => ListedOffset { offset: log.high_watermark(), timestamp: -1 },
-            OffsetSpec::LatestCommitted => ListedOffset { offset: log.last_stable_offset(), timestamp: -1 },
-            OffsetSpec::MaxTimestamp => log
-                .max_timestamp_offset()
-                .map_or(ListedOffset { offset: -1, timestamp: -1 }, |t| ListedOffset { offset: t.offset, timestamp: t.timestamp }),
+            OffsetSpec::LatestCommitted => {
+                ListedOffset { offset: log.last_stable_offset(), timestamp: -1 }
+            }
+            OffsetSpec::MaxTimestamp => {
+                log.max_timestamp_offset().map_or(ListedOffset { offset: -1, timestamp: -1 }, |t| {
+                    ListedOffset { offset: t.offset, timestamp: t.timestamp }
+                })
+            }
             OffsetSpec::Timestamp(ts) => match log.offset_for_timestamp(ts)? {
                 Some(t) => ListedOffset { offset: t.offset, timestamp: t.timestamp },
                 None => ListedOffset { offset: log.high_watermark(), timestamp: -1 },
@@ -292,7 +311,9 @@ fn internal_topic(
 ) -> Result<Arc<Topic>> {
     match logs.topic(name) {
         Ok(topic) => Ok(topic),
-        Err(LogError::UnknownTopic(_)) => Ok(logs.create_internal_topic(name, partitions, configs.clone())?),
+        Err(LogError::UnknownTopic(_)) => {
+            Ok(logs.create_internal_topic(name, partitions, configs.clone())?)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -45,7 +45,9 @@ pub enum BrokerError {
     #[error("group `{0}` does not exist")]
     GroupIdNotFound(String),
     /// The member is not (or no longer) in the group (Kafka's `UNKNOWN_MEMBER_ID`).
-    #[error("member `{member_id}` is not in group `{group_id}`: it left or was evicted; rejoin the group")]
+    #[error(
+        "member `{member_id}` is not in group `{group_id}`: it left or was evicted; rejoin the group"
+    )]
     UnknownMemberId {
         /// The group.
         group_id: String,
@@ -53,7 +55,9 @@ pub enum BrokerError {
         member_id: String,
     },
     /// A request from an older generation (Kafka's `ILLEGAL_GENERATION`).
-    #[error("generation {generation} of group `{group_id}` is stale: the group is at generation {current}; rejoin the group")]
+    #[error(
+        "generation {generation} of group `{group_id}` is stale: the group is at generation {current}; rejoin the group"
+    )]
     IllegalGeneration {
         /// The group.
         group_id: String,
@@ -74,7 +78,9 @@ pub enum BrokerError {
         expected: String,
     },
     /// The session timeout is outside the broker's bounds (Kafka's `INVALID_SESSION_TIMEOUT`).
-    #[error("session timeout {timeout_ms} ms is outside the broker's bounds [{min_ms}, {max_ms}] (group.min/max.session.timeout.ms)")]
+    #[error(
+        "session timeout {timeout_ms} ms is outside the broker's bounds [{min_ms}, {max_ms}] (group.min/max.session.timeout.ms)"
+    )]
     InvalidSessionTimeout {
         /// The timeout asked for.
         timeout_ms: u64,
@@ -136,7 +142,9 @@ pub enum BrokerError {
     #[error("transactional id `{0}` is not known")]
     TransactionalIdNotFound(String),
     /// The producer's buffer is full and stayed full for `max.block.ms`.
-    #[error("the producer's buffer ({buffer_memory} bytes) stayed full for max.block.ms ({max_block_ms} ms)")]
+    #[error(
+        "the producer's buffer ({buffer_memory} bytes) stayed full for max.block.ms ({max_block_ms} ms)"
+    )]
     BufferExhausted {
         /// `buffer.memory`.
         buffer_memory: usize,

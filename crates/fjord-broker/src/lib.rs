@@ -8,27 +8,28 @@
 
 mod admin;
 mod broker;
+pub mod consumer;
 mod error;
 mod events;
 pub mod group;
 mod pid;
 mod producer;
 pub mod txn;
-pub mod consumer;
 
 pub use admin::{
     Admin, AlterConfigOp, DescribedConfig, NewTopic, OffsetResetSpec, PartitionInfo, PartitionLag,
     TopicDescription,
 };
-pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRebalanceListener, ConsumerRecord, IsolationLevel, OffsetReset,
-};
 pub use broker::{Broker, BrokerConfig, ListedOffset, OffsetSpec};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRebalanceListener, ConsumerRecord, IsolationLevel,
+    OffsetReset,
+};
 pub use error::{BrokerError, Result};
 pub use events::ClientEvent;
+pub use fjord_log::{FetchIsolation, TopicPartition};
+pub use pid::ProducerIdManager;
 pub use producer::{
     ConsumerGroupMetadata, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use txn::{TransactionConfig, TransactionMetadata, TransactionState};
-pub use fjord_log::{FetchIsolation, TopicPartition};
-pub use pid::ProducerIdManager;

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fjord_log::checkpoint::write_atomically;
 use fjord_log::LogError;
+use fjord_log::checkpoint::write_atomically;
 use parking_lot::Mutex;
 
 use crate::error::Result;
@@ -42,8 +42,11 @@ impl ProducerIdManager {
         let mut state = self.state.lock();
         if state.0 >= state.1 {
             let end = state.0 + BLOCK_SIZE;
-            write_atomically(&self.path, end.to_string().as_bytes())
-                .map_err(|e| LogError::Io { op: "write", path: self.path.clone(), source: e })?;
+            write_atomically(&self.path, end.to_string().as_bytes()).map_err(|e| LogError::Io {
+                op: "write",
+                path: self.path.clone(),
+                source: e,
+            })?;
             state.1 = end;
         }
         let id = state.0;

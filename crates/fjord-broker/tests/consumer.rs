@@ -9,14 +9,18 @@ use std::time::{Duration, Instant};
 
 use fjord_broker::consumer::assignor::RangeAssignor;
 use fjord_broker::{
-    Admin, Broker, BrokerConfig, BrokerError, ClientEvent, Consumer, ConsumerConfig, ConsumerRebalanceListener,
-    NewTopic, OffsetReset, OffsetResetSpec, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+    Admin, Broker, BrokerConfig, BrokerError, ClientEvent, Consumer, ConsumerConfig,
+    ConsumerRebalanceListener, NewTopic, OffsetReset, OffsetResetSpec, OffsetSpec, Producer,
+    ProducerConfig, ProducerRecord,
 };
 use fjord_log::TopicPartition;
 use parking_lot::Mutex;
 
 async fn broker(dir: &std::path::Path) -> Broker {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut config = BrokerConfig::new(dir);
     config.offsets_topic_num_partitions = 3;
     config.transaction_state_log_num_partitions = 1;
@@ -37,11 +41,18 @@ fn consumer_config(group: Option<&str>) -> ConsumerConfig {
 }
 
 async fn produce(broker: &Broker, topic: &str, from: u32, count: u32) {
-    let producer = Producer::new(broker, ProducerConfig { linger: Duration::ZERO, ..ProducerConfig::default() }).unwrap();
+    let producer = Producer::new(
+        broker,
+        ProducerConfig { linger: Duration::ZERO, ..ProducerConfig::default() },
+    )
+    .unwrap();
     for i in from..from + count {
         let key = format!("key-{}", i % 97);
         let value = i.to_string();
-        producer.send(ProducerRecord::new(topic, value.as_bytes()).key(key.as_bytes())).await.unwrap();
+        producer
+            .send(ProducerRecord::new(topic, value.as_bytes()).key(key.as_bytes()))
+            .await
+            .unwrap();
     }
     producer.close().await.unwrap();
 }
@@ -88,7 +99,9 @@ async fn manual_assignment_reads_in_order_and_seeks_pauses_and_resumes() {
     consumer.seek_to_end(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(consumer.position(&tp).unwrap(), Some(1000));
     // max.poll.records bounds each poll.
-    let small = Consumer::new(&broker, ConsumerConfig { max_poll_records: 7, ..consumer_config(None) }).unwrap();
+    let small =
+        Consumer::new(&broker, ConsumerConfig { max_poll_records: 7, ..consumer_config(None) })
+            .unwrap();
     small.assign(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(small.poll(Duration::from_secs(5)).await.unwrap().len(), 7);
 }
@@ -127,7 +140,7 @@ async fn seek_to_timestamp_and_offsets_for_times() {
     consumer.seek_to_timestamp(std::slice::from_ref(&tp), 10_505).unwrap();
     assert_eq!(consumer.position(&tp).unwrap(), Some(51));
     let found = consumer.offsets_for_times(&[(tp.clone(), 10_500), (tp.clone(), 99_999)]).unwrap();
-    assert_eq!(found[0].1, Some((50, 10_500)));
+    assert_eq!(found[0].1, Some(fjord_log::TimestampAndOffset { offset: 50, timestamp: 10_500 }));
     assert_eq!(found[1].1, None);
 }
 
@@ -164,8 +177,10 @@ struct CommitOnRevoke {
 impl ConsumerRebalanceListener for CommitOnRevoke {
     async fn on_partitions_revoked(&self, consumer: &Consumer, partitions: &[TopicPartition]) {
         let positions = consumer.positions();
-        let offsets: Vec<_> =
-            partitions.iter().filter_map(|tp| positions.get(tp).map(|o| (tp.clone(), *o))).collect();
+        let offsets: Vec<_> = partitions
+            .iter()
+            .filter_map(|tp| positions.get(tp).map(|o| (tp.clone(), *o)))
+            .collect();
         if !offsets.is_empty() {
             consumer.commit_offsets(&offsets).await.unwrap();
         }
@@ -201,7 +216,8 @@ async fn three_members_share_six_partitions_and_a_leaver_loses_nothing_and_dupli
     }
     // Poll all three together until everyone has partitions and the group is stable.
     let seen: Arc<Mutex<Vec<(TopicPartition, i64, u32)>>> = Arc::default();
-    let poll_round = |consumers: Vec<Arc<Consumer>>, seen: Arc<Mutex<Vec<(TopicPartition, i64, u32)>>>| async move {
+    let poll_round = |consumers: Vec<Arc<Consumer>>,
+                      seen: Arc<Mutex<Vec<(TopicPartition, i64, u32)>>>| async move {
         let tasks: Vec<_> = consumers
             .into_iter()
             .map(|c| {
@@ -227,7 +243,10 @@ async fn three_members_share_six_partitions_and_a_leaver_loses_nothing_and_dupli
     }
     let assignments: Vec<BTreeSet<TopicPartition>> =
         consumers.iter().map(|c| c.assignment().into_iter().collect()).collect();
-    assert!(assignments.iter().all(|a| a.len() == 2), "six partitions over three members: {assignments:?}");
+    assert!(
+        assignments.iter().all(|a| a.len() == 2),
+        "six partitions over three members: {assignments:?}"
+    );
     let all: BTreeSet<_> = assignments.iter().flatten().cloned().collect();
     assert_eq!(all.len(), 6, "no partition owned twice, none unowned");
     // One member leaves: close runs its revoke callback, which commits what it processed.
@@ -241,7 +260,11 @@ async fn three_members_share_six_partitions_and_a_leaver_loses_nothing_and_dupli
         if done {
             break;
         }
-        assert!(Instant::now() < deadline, "after the leave: {} records, {total} partitions", seen.lock().len());
+        assert!(
+            Instant::now() < deadline,
+            "after the leave: {} records, {total} partitions",
+            seen.lock().len()
+        );
     }
     // Every record exactly once: the revoke callback committed the leaver's positions and the
     // new owners resumed from them.
@@ -271,9 +294,13 @@ async fn a_member_that_stops_heartbeating_is_evicted_and_its_partitions_move() {
     a.subscribe(&["t"]).unwrap();
     b.subscribe(&["t"]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while a.assignment().len() + b.assignment().len() != 4 || a.assignment().is_empty() || b.assignment().is_empty() {
+    while a.assignment().len() + b.assignment().len() != 4
+        || a.assignment().is_empty()
+        || b.assignment().is_empty()
+    {
         assert!(Instant::now() < deadline);
-        let (ra, rb) = tokio::join!(a.poll(Duration::from_millis(50)), b.poll(Duration::from_millis(50)));
+        let (ra, rb) =
+            tokio::join!(a.poll(Duration::from_millis(50)), b.poll(Duration::from_millis(50)));
         ra.unwrap();
         rb.unwrap();
     }
@@ -297,7 +324,10 @@ async fn pattern_subscriptions_pick_up_new_topics() {
     admin.create_topic(NewTopic::new("logs", 1)).await.unwrap();
     let consumer = Consumer::new(
         &broker,
-        ConsumerConfig { metadata_max_age: Duration::from_millis(50), ..consumer_config(Some("p")) },
+        ConsumerConfig {
+            metadata_max_age: Duration::from_millis(50),
+            ..consumer_config(Some("p"))
+        },
     )
     .unwrap();
     consumer.subscribe_pattern("metrics\\..*").unwrap();

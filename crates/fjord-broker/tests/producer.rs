@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fjord_broker::{Admin, Broker, BrokerConfig, BrokerError, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use fjord_broker::{
+    Admin, Broker, BrokerConfig, BrokerError, NewTopic, Producer, ProducerConfig, ProducerRecord,
+};
 use fjord_log::partitioner::partition_for_key;
 use fjord_log::record::{BatchIter, Header};
 use fjord_log::{FetchIsolation, LogError, TopicPartition};
@@ -18,13 +20,18 @@ async fn broker(dir: &std::path::Path) -> Broker {
     Broker::open(config).await.unwrap()
 }
 
-/// Every record of a partition as (offset, key, value, header keys).
-fn read_partition(broker: &Broker, tp: &TopicPartition) -> Vec<(i64, Vec<u8>, Vec<u8>, Vec<String>)> {
+/// A stored record as (offset, key, value, header keys).
+type Stored = (i64, Vec<u8>, Vec<u8>, Vec<String>);
+
+/// Every record of a partition.
+fn read_partition(broker: &Broker, tp: &TopicPartition) -> Vec<Stored> {
     let log = broker.partition(tp).unwrap();
     let mut out = Vec::new();
     let mut offset = 0;
     let mut scratch = Vec::new();
-    while let Some(next) = log.read(offset, 1 << 20, FetchIsolation::HighWatermark).unwrap().next_offset {
+    while let Some(next) =
+        log.read(offset, 1 << 20, FetchIsolation::HighWatermark).unwrap().next_offset
+    {
         let data = log.read(offset, 1 << 20, FetchIsolation::HighWatermark).unwrap();
         for batch in BatchIter::new(&data.records) {
             for r in batch.unwrap().records(&mut scratch).unwrap() {
@@ -53,7 +60,8 @@ async fn keyed_records_land_on_their_murmur2_partition_in_order() {
         let key = format!("customer-{}", i % 50);
         let value = format!("{i}");
         let headers = [Header { key: "n", value: Some(value.as_bytes()) }];
-        let record = ProducerRecord::new("orders", value.as_bytes()).key(key.as_bytes()).headers(&headers);
+        let record =
+            ProducerRecord::new("orders", value.as_bytes()).key(key.as_bytes()).headers(&headers);
         let future = producer.send(record).await.unwrap();
         futures.push((key.clone(), future));
     }
@@ -85,7 +93,11 @@ async fn records_batch_up_by_batch_size_and_linger() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     Admin::new(&broker).create_topic(NewTopic::new("t", 1)).await.unwrap();
-    let config = ProducerConfig { linger: Duration::from_secs(3600), batch_size: 10_000, ..ProducerConfig::default() };
+    let config = ProducerConfig {
+        linger: Duration::from_secs(3600),
+        batch_size: 10_000,
+        ..ProducerConfig::default()
+    };
     let producer = Producer::new(&broker, config).unwrap();
     let value = [7u8; 100];
     let mut futures = Vec::new();
@@ -137,7 +149,10 @@ async fn idempotent_batches_carry_the_producer_id_and_a_retry_is_stored_once() {
     builder.append(0, None, Some(b"x"), &[]);
     builder.set_producer(pid, 0, 7);
     let err = broker.produce(tp, builder.build().unwrap()).await.unwrap_err();
-    assert!(matches!(err, BrokerError::Log(LogError::OutOfOrderSequence { expected: 3, found: 7, .. })), "{err}");
+    assert!(
+        matches!(err, BrokerError::Log(LogError::OutOfOrderSequence { expected: 3, found: 7, .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +173,9 @@ async fn small_buffers_apply_back_pressure_and_lose_nothing() {
         producer.send(ProducerRecord::new("t", &value).key(&key)).await.unwrap();
     }
     producer.flush().await.unwrap();
-    let total: i64 = (0..3).map(|p| broker.partition(&TopicPartition::new("t", p)).unwrap().log_end_offset()).sum();
+    let total: i64 = (0..3)
+        .map(|p| broker.partition(&TopicPartition::new("t", p)).unwrap().log_end_offset())
+        .sum();
     assert_eq!(total, 2_000);
 }
 
@@ -167,11 +184,18 @@ async fn bad_sends_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     Admin::new(&broker).create_topic(NewTopic::new("t", 2)).await.unwrap();
-    let producer = Producer::new(&broker, ProducerConfig { max_request_size: 1000, ..ProducerConfig::default() }).unwrap();
+    let producer = Producer::new(
+        &broker,
+        ProducerConfig { max_request_size: 1000, ..ProducerConfig::default() },
+    )
+    .unwrap();
     let err = producer.send(ProducerRecord::new("nope", b"x")).await.unwrap_err();
     assert!(matches!(err, BrokerError::Log(LogError::UnknownTopic(_))), "{err}");
     let err = producer.send(ProducerRecord::new("t", b"x").partition(5)).await.unwrap_err();
-    assert!(matches!(err, BrokerError::Log(LogError::UnknownPartition { partitions: 2, .. })), "{err}");
+    assert!(
+        matches!(err, BrokerError::Log(LogError::UnknownPartition { partitions: 2, .. })),
+        "{err}"
+    );
     let err = producer.send(ProducerRecord::new("t", &[0u8; 2000])).await.unwrap_err();
     assert!(matches!(err, BrokerError::RecordTooLarge { .. }), "{err}");
     producer.close().await.unwrap();

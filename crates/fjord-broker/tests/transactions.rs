@@ -9,8 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fjord_broker::{
-    Admin, Broker, BrokerConfig, BrokerError, ConsumerGroupMetadata, Consumer, ConsumerConfig, IsolationLevel,
-    NewTopic, OffsetReset, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TransactionState,
+    Admin, Broker, BrokerConfig, BrokerError, Consumer, ConsumerConfig, ConsumerGroupMetadata,
+    IsolationLevel, NewTopic, OffsetReset, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+    TransactionState,
 };
 use fjord_log::TopicPartition;
 
@@ -24,14 +25,21 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
 }
 
 async fn broker(dir: &std::path::Path) -> Broker {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Broker::open(config(dir)).await.unwrap()
 }
 
 fn txn_producer(broker: &Broker, id: &str) -> Producer {
     Producer::new(
         broker,
-        ProducerConfig { transactional_id: Some(id.into()), linger: Duration::ZERO, ..ProducerConfig::default() },
+        ProducerConfig {
+            transactional_id: Some(id.into()),
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        },
     )
     .unwrap()
 }
@@ -40,7 +48,11 @@ fn txn_producer(broker: &Broker, id: &str) -> Producer {
 async fn read_all(broker: &Broker, topic: &str, isolation: IsolationLevel) -> Vec<String> {
     let consumer = Consumer::new(
         broker,
-        ConsumerConfig { isolation_level: isolation, auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
+        ConsumerConfig {
+            isolation_level: isolation,
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
     )
     .unwrap();
     let partitions = broker.logs().topic(topic).unwrap().partition_count();
@@ -52,7 +64,9 @@ async fn read_all(broker: &Broker, topic: &str, isolation: IsolationLevel) -> Ve
         if records.is_empty() {
             break;
         }
-        out.extend(records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()));
+        out.extend(
+            records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()),
+        );
     }
     out
 }
@@ -76,7 +90,10 @@ async fn read_committed_sees_exactly_the_committed_transactions_in_order() {
             for (producer, name) in [(&a, "a"), (&b, "b")] {
                 let value = format!("{name}-{round}-{i}");
                 let key = format!("k{i}");
-                producer.send(ProducerRecord::new("out", value.as_bytes()).key(key.as_bytes())).await.unwrap();
+                producer
+                    .send(ProducerRecord::new("out", value.as_bytes()).key(key.as_bytes()))
+                    .await
+                    .unwrap();
                 all.push(value);
             }
         }
@@ -87,12 +104,17 @@ async fn read_committed_sees_exactly_the_committed_transactions_in_order() {
         committed.extend((0..6).map(|i| format!("{name}-{round}-{i}")));
     }
     let read = read_all(&broker, "out", IsolationLevel::ReadCommitted).await;
-    assert_eq!(read.iter().cloned().collect::<BTreeSet<_>>(), committed.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(
+        read.iter().cloned().collect::<BTreeSet<_>>(),
+        committed.iter().cloned().collect::<BTreeSet<_>>()
+    );
     assert_eq!(read.len(), committed.len(), "no duplicates");
     // Per key (= per partition), committed records keep their order.
     for i in 0..6 {
-        let of_key: Vec<_> = read.iter().filter(|v| v.ends_with(&format!("-{i}"))).cloned().collect();
-        let expected: Vec<_> = committed.iter().filter(|v| v.ends_with(&format!("-{i}"))).cloned().collect();
+        let of_key: Vec<_> =
+            read.iter().filter(|v| v.ends_with(&format!("-{i}"))).cloned().collect();
+        let expected: Vec<_> =
+            committed.iter().filter(|v| v.ends_with(&format!("-{i}"))).cloned().collect();
         assert_eq!(of_key, expected);
     }
     let uncommitted = read_all(&broker, "out", IsolationLevel::ReadUncommitted).await;
@@ -118,14 +140,20 @@ async fn the_last_stable_offset_holds_readers_back_until_commit_or_abort() {
     assert_eq!(read_all(&broker, "out", IsolationLevel::ReadCommitted).await, ["before"]);
     txn.commit_transaction().await.unwrap();
     assert_eq!(broker.list_offset(&tp, OffsetSpec::LatestCommitted).unwrap().offset, 4);
-    assert_eq!(read_all(&broker, "out", IsolationLevel::ReadCommitted).await, ["before", "in-txn", "after"]);
+    assert_eq!(
+        read_all(&broker, "out", IsolationLevel::ReadCommitted).await,
+        ["before", "in-txn", "after"]
+    );
     // Same with an abort.
     txn.begin_transaction().unwrap();
     txn.send_and_wait(ProducerRecord::new("out", b"dropped")).await.unwrap();
     assert_eq!(read_all(&broker, "out", IsolationLevel::ReadCommitted).await.len(), 3);
     txn.abort_transaction().await.unwrap();
     plain.send_and_wait(ProducerRecord::new("out", b"last")).await.unwrap();
-    assert_eq!(read_all(&broker, "out", IsolationLevel::ReadCommitted).await, ["before", "in-txn", "after", "last"]);
+    assert_eq!(
+        read_all(&broker, "out", IsolationLevel::ReadCommitted).await,
+        ["before", "in-txn", "after", "last"]
+    );
 }
 
 #[tokio::test]
@@ -180,7 +208,10 @@ async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let err = producer.commit_transaction().await.unwrap_err();
     assert!(matches!(err, BrokerError::ProducerFenced(_)), "{err}");
     let tp = TopicPartition::new("out", 0);
-    assert_eq!(broker.list_offset(&tp, OffsetSpec::LatestCommitted).unwrap(), broker.list_offset(&tp, OffsetSpec::Latest).unwrap());
+    assert_eq!(
+        broker.list_offset(&tp, OffsetSpec::LatestCommitted).unwrap(),
+        broker.list_offset(&tp, OffsetSpec::Latest).unwrap()
+    );
     assert!(read_all(&broker, "out", IsolationLevel::ReadCommitted).await.is_empty());
 }
 
@@ -194,17 +225,22 @@ async fn offsets_sent_to_a_transaction_commit_with_it_and_stale_generations_are_
     let tp = TopicPartition::new("in", 0);
     let producer = txn_producer(&broker, "etl");
     producer.init_transactions().await.unwrap();
-    let manual = ConsumerGroupMetadata { group_id: "g".into(), member_id: String::new(), generation_id: -1 };
+    let manual =
+        ConsumerGroupMetadata { group_id: "g".into(), member_id: String::new(), generation_id: -1 };
     producer.begin_transaction().unwrap();
     producer.send(ProducerRecord::new("out", b"x")).await.unwrap();
     producer.send_offsets_to_transaction(&[(tp.clone(), 10)], &manual).await.unwrap();
-    assert!(admin.list_group_offsets("g").unwrap().get(&tp).is_none(), "invisible until commit");
+    assert!(!admin.list_group_offsets("g").unwrap().contains_key(&tp), "invisible until commit");
     producer.commit_transaction().await.unwrap();
     assert_eq!(admin.list_group_offsets("g").unwrap()[&tp].offset, 10);
     producer.begin_transaction().unwrap();
     producer.send_offsets_to_transaction(&[(tp.clone(), 20)], &manual).await.unwrap();
     producer.abort_transaction().await.unwrap();
-    assert_eq!(admin.list_group_offsets("g").unwrap()[&tp].offset, 10, "aborted offsets never commit");
+    assert_eq!(
+        admin.list_group_offsets("g").unwrap()[&tp].offset,
+        10,
+        "aborted offsets never commit"
+    );
     // A consumer group member's generation is checked: a stale one is refused.
     let consumer = Consumer::new(
         &broker,
@@ -239,16 +275,25 @@ const RECORDS_PER_TXN: u32 = 20;
 #[ignore = "child process of transactions_survive_sigkill"]
 fn child_transactor() {
     let Some(dir) = std::env::var_os("FJORD_CHILD_DATA_DIR") else { return };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let broker = Broker::open(config(std::path::Path::new(&dir))).await.unwrap();
         let producer = Producer::new(
             &broker,
-            ProducerConfig { transactional_id: Some("crasher".into()), linger: Duration::ZERO, ..ProducerConfig::default() },
+            ProducerConfig {
+                transactional_id: Some("crasher".into()),
+                linger: Duration::ZERO,
+                ..ProducerConfig::default()
+            },
         )
         .unwrap();
         producer.init_transactions().await.unwrap();
-        let group = ConsumerGroupMetadata { group_id: "etl".into(), member_id: String::new(), generation_id: -1 };
+        let group = ConsumerGroupMetadata {
+            group_id: "etl".into(),
+            member_id: String::new(),
+            generation_id: -1,
+        };
         let tp = TopicPartition::new("in", 0);
         let consumer = Consumer::new(
             &broker,
@@ -272,7 +317,10 @@ fn child_transactor() {
             producer.begin_transaction().unwrap();
             for r in &records {
                 let value = format!("out-{}", String::from_utf8_lossy(r.value.as_ref().unwrap()));
-                producer.send(ProducerRecord::new("out", value.as_bytes()).key(value.as_bytes())).await.unwrap();
+                producer
+                    .send(ProducerRecord::new("out", value.as_bytes()).key(value.as_bytes()))
+                    .await
+                    .unwrap();
             }
             let next = records.last().unwrap().offset + 1;
             producer.send_offsets_to_transaction(&[(tp.clone(), next)], &group).await.unwrap();
@@ -286,7 +334,7 @@ fn child_transactor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let total: u32 = 2_000;
+    let total: u32 = 20_000;
     {
         let broker = broker(dir.path()).await;
         let admin = Admin::new(&broker);
@@ -299,10 +347,13 @@ async fn transactions_survive_sigkill() {
         producer.close().await.unwrap();
         broker.shutdown().await.unwrap();
     }
-    let rounds: u32 = std::env::var("FJORD_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rounds: u32 =
+        std::env::var("FJORD_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let tp = TopicPartition::new("in", 0);
     let mut finished = false;
+    let mut commits_seen = 0u64;
+    let mut last_committed_offset = 0i64;
     for round in 0..rounds {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_transactor", "--ignored", "--nocapture", "--test-threads=1"])
@@ -325,6 +376,7 @@ async fn transactions_survive_sigkill() {
             if let Some(at) = line.find("COMMITTED ") {
                 last_committed = line[at + 10..].trim().parse::<u32>().unwrap();
                 seen += 1;
+                commits_seen += 1;
             }
             if last_committed >= total {
                 break;
@@ -350,6 +402,15 @@ async fn transactions_survive_sigkill() {
             );
         }
         let committed = admin.list_group_offsets("etl").unwrap().get(&tp).map_or(0, |o| o.offset);
+        assert!(
+            committed >= last_committed_offset,
+            "round {round}: the committed offset went back"
+        );
+        assert!(
+            committed >= last_committed as i64,
+            "round {round}: an acknowledged commit was lost"
+        );
+        last_committed_offset = committed;
         let outputs = read_all(&broker, "out", IsolationLevel::ReadCommitted).await;
         let distinct: BTreeSet<&String> = outputs.iter().collect();
         assert_eq!(distinct.len(), outputs.len(), "round {round}: an output appears twice");
@@ -365,6 +426,14 @@ async fn transactions_survive_sigkill() {
             break;
         }
     }
-    let _ = finished;
+    // The test is only meaningful if the children made progress between kills.
+    assert!(
+        commits_seen >= u64::from(rounds.min(10)),
+        "children committed only {commits_seen} transactions"
+    );
+    assert!(last_committed_offset > 0);
+    eprintln!(
+        "{commits_seen} transactions committed by children, final offset {last_committed_offset}, finished: {finished}"
+    );
     let _ = BTreeMap::<(), ()>::new();
 }

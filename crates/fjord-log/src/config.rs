@@ -35,25 +35,13 @@ pub struct CleanupPolicy {
 
 impl CleanupPolicy {
     /// `delete`: segments past `retention.ms` or `retention.bytes` are deleted (the default).
-    pub const DELETE: CleanupPolicy = CleanupPolicy {
-        delete: true,
-        compact: false,
-    };
+    pub const DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: false };
     /// `compact`: the cleaner keeps only the latest record of each key.
-    pub const COMPACT: CleanupPolicy = CleanupPolicy {
-        delete: false,
-        compact: true,
-    };
+    pub const COMPACT: CleanupPolicy = CleanupPolicy { delete: false, compact: true };
     /// `compact,delete`: compacted, and old segments are also deleted by retention.
-    pub const COMPACT_DELETE: CleanupPolicy = CleanupPolicy {
-        delete: true,
-        compact: true,
-    };
+    pub const COMPACT_DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: true };
     /// The empty list: neither deleted nor compacted.
-    pub const NONE: CleanupPolicy = CleanupPolicy {
-        delete: false,
-        compact: false,
-    };
+    pub const NONE: CleanupPolicy = CleanupPolicy { delete: false, compact: false };
 
     /// The policy with retention deletion and compaction switched on as given.
     pub const fn new(delete: bool, compact: bool) -> Self {
@@ -98,9 +86,7 @@ impl CleanupPolicy {
                 "compact" => &mut policy.compact,
                 "" => return Err(format!("has an empty entry; must be {ALLOWED}")),
                 other => {
-                    return Err(format!(
-                        "`{other}` is not a cleanup policy; must be {ALLOWED}"
-                    ));
+                    return Err(format!("`{other}` is not a cleanup policy; must be {ALLOWED}"));
                 }
             };
             if *flag {
@@ -432,11 +418,8 @@ const DEFS: &[ConfigDef] = &[
         doc: "fsync the log when this many milliseconds have passed since the last flush. The \
               default leaves flushing to the operating system.",
         apply: |c, v| {
-            let n = long_at_least(
-                v,
-                0,
-                "at least 0 (9223372036854775807 leaves flushing to the OS)",
-            )?;
+            let n =
+                long_at_least(v, 0, "at least 0 (9223372036854775807 leaves flushing to the OS)")?;
             c.flush_ms = (n != LONG_MAX).then_some(n.unsigned_abs());
             Ok(())
         },
@@ -538,10 +521,7 @@ const DEFS: &[ConfigDef] = &[
             c.retention_bytes = u64::try_from(n).ok();
             Ok(())
         },
-        render: |c| {
-            c.retention_bytes
-                .map_or_else(|| "-1".to_string(), |n| n.to_string())
-        },
+        render: |c| c.retention_bytes.map_or_else(|| "-1".to_string(), |n| n.to_string()),
     },
     ConfigDef {
         name: "retention.ms",
@@ -589,10 +569,7 @@ const DEFS: &[ConfigDef] = &[
 
 /// Parses a Kafka LONG (a Java `long`, surrounding whitespace ignored).
 fn parse_long(value: &str, allowed: &str) -> Result<i64, String> {
-    value
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| format!("not a 64-bit integer; must be {allowed}"))
+    value.trim().parse::<i64>().map_err(|_| format!("not a 64-bit integer; must be {allowed}"))
 }
 
 /// Parses a Kafka LONG with `atLeast(min)`.
@@ -641,19 +618,10 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("log.index.interval.bytes", "index.interval.bytes"),
     ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
     ("message.max.bytes", "max.message.bytes"),
-    (
-        "log.message.timestamp.after.max.ms",
-        "message.timestamp.after.max.ms",
-    ),
-    (
-        "log.message.timestamp.before.max.ms",
-        "message.timestamp.before.max.ms",
-    ),
+    ("log.message.timestamp.after.max.ms", "message.timestamp.after.max.ms"),
+    ("log.message.timestamp.before.max.ms", "message.timestamp.before.max.ms"),
     ("log.message.timestamp.type", "message.timestamp.type"),
-    (
-        "log.cleaner.min.cleanable.ratio",
-        "min.cleanable.dirty.ratio",
-    ),
+    ("log.cleaner.min.cleanable.ratio", "min.cleanable.dirty.ratio"),
     ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
     ("log.retention.bytes", "retention.bytes"),
     ("log.retention.ms", "retention.ms"),
@@ -672,18 +640,9 @@ fn suggest(name: &str) -> Option<&'static str> {
     let normalized: String = name
         .trim()
         .chars()
-        .map(|c| {
-            if c == '_' || c == '-' {
-                '.'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
+        .map(|c| if c == '_' || c == '-' { '.' } else { c.to_ascii_lowercase() })
         .collect();
-    if let Some(&known) = TOPIC_CONFIG_NAMES
-        .iter()
-        .find(|&&known| known == normalized)
-    {
+    if let Some(&known) = TOPIC_CONFIG_NAMES.iter().find(|&&known| known == normalized) {
         return Some(known);
     }
     if let Some(&(_, known)) = SYNONYMS.iter().find(|&&(broker, _)| broker == normalized) {
@@ -814,10 +773,7 @@ mod tests {
     use super::*;
 
     fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|&(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|&(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn apply(pairs: &[(&str, &str)]) -> Result<TopicConfig, ConfigError> {
@@ -825,12 +781,7 @@ mod tests {
     }
 
     fn value_of(config: &TopicConfig, name: &str) -> String {
-        config
-            .entries()
-            .into_iter()
-            .find(|e| e.name == name)
-            .map(|e| e.value)
-            .unwrap()
+        config.entries().into_iter().find(|e| e.name == name).map(|e| e.value).unwrap()
     }
 
     #[test]
@@ -842,11 +793,8 @@ mod tests {
 
     #[test]
     fn defaults_are_kafkas() {
-        let entries: BTreeMap<&str, String> = TopicConfig::default()
-            .entries()
-            .into_iter()
-            .map(|e| (e.name, e.value))
-            .collect();
+        let entries: BTreeMap<&str, String> =
+            TopicConfig::default().entries().into_iter().map(|e| (e.name, e.value)).collect();
         let expected = [
             ("cleanup.policy", "delete"),
             ("compression.type", "producer"),
@@ -890,15 +838,9 @@ mod tests {
             assert_eq!(parsed, default, "{} = {}", entry.name, entry.value);
         }
         // All at once too.
-        let all: BTreeMap<String, String> = default
-            .entries()
-            .into_iter()
-            .map(|e| (e.name.to_string(), e.value))
-            .collect();
-        assert_eq!(
-            TopicConfig::from_overrides(&default, &all).unwrap(),
-            default
-        );
+        let all: BTreeMap<String, String> =
+            default.entries().into_iter().map(|e| (e.name.to_string(), e.value)).collect();
+        assert_eq!(TopicConfig::from_overrides(&default, &all).unwrap(), default);
     }
 
     fn changed_config() -> TopicConfig {
@@ -929,59 +871,34 @@ mod tests {
         let config = changed_config();
         let entries = config.entries();
         assert!(entries.iter().all(|e| !e.is_default), "{entries:#?}");
-        let map: BTreeMap<String, String> = entries
-            .into_iter()
-            .map(|e| (e.name.to_string(), e.value))
-            .collect();
+        let map: BTreeMap<String, String> =
+            entries.into_iter().map(|e| (e.name.to_string(), e.value)).collect();
         assert_eq!(map["min.cleanable.dirty.ratio"], "1.0");
         assert_eq!(map["retention.ms"], "-1");
         assert_eq!(map["cleanup.policy"], "compact,delete");
-        assert_eq!(
-            TopicConfig::from_overrides(&TopicConfig::default(), &map).unwrap(),
-            config
-        );
+        assert_eq!(TopicConfig::from_overrides(&TopicConfig::default(), &map).unwrap(), config);
 
         // A partial change: only the changed entries are not default.
-        let config = apply(&[
-            ("retention.ms", "1000"),
-            ("compression.type", "uncompressed"),
-        ])
-        .unwrap();
-        let not_default: Vec<&str> = config
-            .entries()
-            .iter()
-            .filter(|e| !e.is_default)
-            .map(|e| e.name)
-            .collect();
+        let config =
+            apply(&[("retention.ms", "1000"), ("compression.type", "uncompressed")]).unwrap();
+        let not_default: Vec<&str> =
+            config.entries().iter().filter(|e| !e.is_default).map(|e| e.name).collect();
         assert_eq!(not_default, ["compression.type", "retention.ms"]);
     }
 
     #[test]
     fn overrides_apply_on_top_of_the_base() {
         let base = changed_config();
-        assert_eq!(
-            TopicConfig::from_overrides(&base, &BTreeMap::new()).unwrap(),
-            base
-        );
+        assert_eq!(TopicConfig::from_overrides(&base, &BTreeMap::new()).unwrap(), base);
         let config =
             TopicConfig::from_overrides(&base, &overrides(&[("segment.ms", "42")])).unwrap();
-        assert_eq!(
-            config,
-            TopicConfig {
-                segment_ms: 42,
-                ..base.clone()
-            }
-        );
+        assert_eq!(config, TopicConfig { segment_ms: 42, ..base.clone() });
     }
 
     #[track_caller]
     fn assert_invalid(name: &str, value: &str, reason_contains: &str) {
         match apply(&[(name, value)]) {
-            Err(ConfigError::InvalidValue {
-                name: n,
-                value: v,
-                reason,
-            }) => {
+            Err(ConfigError::InvalidValue { name: n, value: v, reason }) => {
                 assert_eq!(n, name);
                 assert_eq!(v, value);
                 assert!(reason.contains(reason_contains), "{name}={value}: {reason}");
@@ -1005,11 +922,7 @@ mod tests {
         assert_invalid("message.timestamp.before.max.ms", "-1", "at least 0");
         assert_invalid("message.timestamp.after.max.ms", "-1", "at least 0");
         assert_invalid("flush.messages", "0", "at least 1");
-        assert_invalid(
-            "flush.messages",
-            "9223372036854775808",
-            "not a 64-bit integer",
-        );
+        assert_invalid("flush.messages", "9223372036854775808", "not a 64-bit integer");
         assert_invalid("flush.ms", "-1", "at least 0");
         assert_invalid("delete.retention.ms", "-1", "at least 0");
         assert_invalid("min.compaction.lag.ms", "-1", "at least 0");
@@ -1018,19 +931,11 @@ mod tests {
         assert_invalid("min.cleanable.dirty.ratio", "-0.1", "between 0 and 1");
         assert_invalid("min.cleanable.dirty.ratio", "NaN", "between 0 and 1");
         assert_invalid("min.cleanable.dirty.ratio", "half", "between 0 and 1");
-        assert_invalid(
-            "message.timestamp.type",
-            "createtime",
-            "`CreateTime` or `LogAppendTime`",
-        );
+        assert_invalid("message.timestamp.type", "createtime", "`CreateTime` or `LogAppendTime`");
         assert_invalid("compression.type", "brotli", "`producer`, `uncompressed`");
         assert_invalid("compression.type", "none", "`uncompressed`");
         assert_invalid("compression.type", "GZIP", "`gzip`");
-        assert_invalid(
-            "cleanup.policy",
-            "Delete",
-            "`Delete` is not a cleanup policy",
-        );
+        assert_invalid("cleanup.policy", "Delete", "`Delete` is not a cleanup policy");
         assert_invalid("cleanup.policy", "compact,compact", "lists `compact` twice");
         assert_invalid("cleanup.policy", "compact,", "empty entry");
     }
@@ -1059,11 +964,8 @@ mod tests {
         assert_eq!(c.retention_ms, Some(0));
         assert_eq!(c.retention_bytes, Some(0));
         assert_eq!(c.min_cleanable_dirty_ratio, 0.0);
-        let c = apply(&[
-            ("min.cleanable.dirty.ratio", "1"),
-            ("max.message.bytes", "2147483647"),
-        ])
-        .unwrap();
+        let c = apply(&[("min.cleanable.dirty.ratio", "1"), ("max.message.bytes", "2147483647")])
+            .unwrap();
         assert_eq!(c.min_cleanable_dirty_ratio, 1.0);
         assert_eq!(c.max_message_bytes, 2_147_483_647);
     }
@@ -1097,11 +999,8 @@ mod tests {
 
     #[test]
     fn values_are_trimmed_as_kafka_does() {
-        let c = apply(&[
-            ("retention.ms", " 1000 "),
-            ("cleanup.policy", " compact , delete "),
-        ])
-        .unwrap();
+        let c =
+            apply(&[("retention.ms", " 1000 "), ("cleanup.policy", " compact , delete ")]).unwrap();
         assert_eq!(c.retention_ms, Some(1000));
         assert_eq!(c.cleanup_policy, CleanupPolicy::COMPACT_DELETE);
     }
@@ -1116,11 +1015,7 @@ mod tests {
             ("", false, false),
         ] {
             let policy: CleanupPolicy = value.parse().unwrap();
-            assert_eq!(
-                (policy.deletes(), policy.compacts()),
-                (delete, compact),
-                "{value:?}"
-            );
+            assert_eq!((policy.deletes(), policy.compacts()), (delete, compact), "{value:?}");
             assert_eq!(policy, CleanupPolicy::new(delete, compact));
         }
         assert_eq!(CleanupPolicy::default(), CleanupPolicy::DELETE);
@@ -1128,10 +1023,7 @@ mod tests {
         assert_eq!(CleanupPolicy::NONE.to_string(), "");
         assert!(matches!(
             "nope".parse::<CleanupPolicy>(),
-            Err(ConfigError::InvalidValue {
-                name: "cleanup.policy",
-                ..
-            })
+            Err(ConfigError::InvalidValue { name: "cleanup.policy", .. })
         ));
     }
 
@@ -1147,17 +1039,9 @@ mod tests {
         ] {
             assert_eq!(value.parse::<TopicCompression>().unwrap(), expected);
             assert_eq!(expected.to_string(), value);
-            assert_eq!(
-                apply(&[("compression.type", value)])
-                    .unwrap()
-                    .compression_type,
-                expected
-            );
+            assert_eq!(apply(&[("compression.type", value)]).unwrap().compression_type, expected);
         }
-        assert_eq!(
-            TopicCompression::Producer.resolve(Compression::Lz4),
-            Compression::Lz4
-        );
+        assert_eq!(TopicCompression::Producer.resolve(Compression::Lz4), Compression::Lz4);
         assert_eq!(
             TopicCompression::Codec(Compression::None).resolve(Compression::Lz4),
             Compression::None
@@ -1174,40 +1058,22 @@ mod tests {
 
     #[test]
     fn compaction_lags_must_be_ordered() {
-        let err = apply(&[
-            ("min.compaction.lag.ms", "10"),
-            ("max.compaction.lag.ms", "5"),
-        ])
-        .unwrap_err();
+        let err =
+            apply(&[("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid value `10` for `min.compaction.lag.ms`: must not be greater than \
              `max.compaction.lag.ms` (5)"
         );
-        let base = TopicConfig {
-            min_compaction_lag_ms: 100,
-            ..TopicConfig::default()
-        };
+        let base = TopicConfig { min_compaction_lag_ms: 100, ..TopicConfig::default() };
         let err =
             TopicConfig::from_overrides(&base, &overrides(&[("max.compaction.lag.ms", "50")]))
                 .unwrap_err();
         assert!(
-            matches!(
-                err,
-                ConfigError::InvalidValue {
-                    name: "max.compaction.lag.ms",
-                    ..
-                }
-            ),
+            matches!(err, ConfigError::InvalidValue { name: "max.compaction.lag.ms", .. }),
             "{err}"
         );
-        assert!(
-            apply(&[
-                ("min.compaction.lag.ms", "5"),
-                ("max.compaction.lag.ms", "5")
-            ])
-            .is_ok()
-        );
+        assert!(apply(&[("min.compaction.lag.ms", "5"), ("max.compaction.lag.ms", "5")]).is_ok());
     }
 
     #[test]
@@ -1229,10 +1095,7 @@ mod tests {
         ] {
             assert_eq!(
                 apply(&[(name, "1")]).unwrap_err(),
-                ConfigError::Unknown {
-                    name: name.to_string(),
-                    suggestion
-                },
+                ConfigError::Unknown { name: name.to_string(), suggestion },
                 "{name:?}"
             );
         }
@@ -1255,10 +1118,7 @@ mod tests {
     #[test]
     fn validate_overrides_checks_against_kafka_defaults() {
         assert_eq!(validate_overrides(&BTreeMap::new()), Ok(()));
-        assert_eq!(
-            validate_overrides(&overrides(&[("cleanup.policy", "compact")])),
-            Ok(())
-        );
+        assert_eq!(validate_overrides(&overrides(&[("cleanup.policy", "compact")])), Ok(()));
         assert!(validate_overrides(&overrides(&[("segment.ms", "0")])).is_err());
         assert!(validate_overrides(&overrides(&[("nope", "0")])).is_err());
     }
@@ -1272,10 +1132,7 @@ mod tests {
             policy(&[("flush.ms", "1000")]),
             FlushPolicy::Interval(Duration::from_millis(1000))
         );
-        assert_eq!(
-            policy(&[("flush.messages", "1"), ("flush.ms", "1000")]),
-            FlushPolicy::Always
-        );
+        assert_eq!(policy(&[("flush.messages", "1"), ("flush.ms", "1000")]), FlushPolicy::Always);
         assert_eq!(policy(&[("flush.messages", "5")]), FlushPolicy::Os);
         assert_eq!(
             policy(&[("flush.messages", "5"), ("flush.ms", "0")]),

@@ -76,7 +76,9 @@ pub enum LogError {
         max: u32,
     },
     /// A read outside `[log start offset, log end offset]` (Kafka's `OFFSET_OUT_OF_RANGE`).
-    #[error("offset {offset} is out of range for {tp}: valid offsets are {log_start_offset} to {log_end_offset}")]
+    #[error(
+        "offset {offset} is out of range for {tp}: valid offsets are {log_start_offset} to {log_end_offset}"
+    )]
     OffsetOutOfRange {
         /// The partition.
         tp: TopicPartition,
@@ -105,7 +107,9 @@ pub enum LogError {
     TopicExists(String),
     /// The name collides with an existing topic once `.` and `_` are treated alike, as Kafka
     /// refuses because their metric names would clash.
-    #[error("topic `{name}` collides with existing topic `{existing}` (`.` and `_` are treated alike in metric names); choose another name")]
+    #[error(
+        "topic `{name}` collides with existing topic `{existing}` (`.` and `_` are treated alike in metric names); choose another name"
+    )]
     TopicCollision {
         /// The new name.
         name: String,
@@ -127,7 +131,9 @@ pub enum LogError {
         reason: String,
     },
     /// A topic's metadata file cannot be read.
-    #[error("topic metadata {path} is unreadable: {reason}; restore it from a backup or delete the topic's directories")]
+    #[error(
+        "topic metadata {path} is unreadable: {reason}; restore it from a backup or delete the topic's directories"
+    )]
     BadMetadata {
         /// The file.
         path: PathBuf,

@@ -121,7 +121,11 @@ impl OffsetIndex {
     /// the segment.
     pub fn lookup(&self, relative_offset: u32) -> OffsetPosition {
         let i = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
-        if i == 0 { OffsetPosition { relative_offset: 0, position: 0 } } else { self.entries[i - 1] }
+        if i == 0 {
+            OffsetPosition { relative_offset: 0, position: 0 }
+        } else {
+            self.entries[i - 1]
+        }
     }
 
     /// Drops entries for batches at or beyond `position` (after a truncation).
@@ -195,7 +199,8 @@ impl TimeIndex {
                 relative_offset: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
             };
             if let Some(prev) = entries.last()
-                && (entry.timestamp <= prev.timestamp || entry.relative_offset < prev.relative_offset)
+                && (entry.timestamp <= prev.timestamp
+                    || entry.relative_offset < prev.relative_offset)
             {
                 return Err(IndexError::NotIncreasing { index: i });
             }
@@ -361,7 +366,8 @@ fn read_file(path: &Path) -> Result<Vec<u8>, IndexError> {
 
 /// Sets the file to its first `keep` bytes and appends `tail`.
 fn persist_tail(path: &Path, keep: usize, tail: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
     if file.metadata()?.len() != keep as u64 {
         file.set_len(keep as u64)?;
     }

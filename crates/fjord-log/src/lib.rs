@@ -23,11 +23,11 @@ pub mod segment;
 pub mod topic;
 
 pub use error::{LogError, Result};
-pub use manager::{LogManager, LogManagerConfig, Topic, TopicId};
 pub use log::{
-    AppendInfo, CleanResult, CleanerConfig, FetchData, FetchIsolation, LEADER_EPOCH, PartitionLog, RecoveryReport,
-    RetentionResult, TimestampAndOffset, Truncation,
+    AppendInfo, CleanResult, CleanerConfig, FetchData, FetchIsolation, LEADER_EPOCH, PartitionLog,
+    RecoveryReport, RetentionResult, TimestampAndOffset, Truncation,
 };
+pub use manager::{LogManager, LogManagerConfig, Topic, TopicId};
 
 use std::sync::Arc;
 

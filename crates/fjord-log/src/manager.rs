@@ -26,13 +26,13 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::TopicPartition;
 use crate::checkpoint::{sync_dir, write_atomically};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ConfigEntry, TopicConfig};
 use crate::error::{LogError, Result};
 use crate::log::{CleanResult, CleanerConfig, PartitionLog, RecoveryReport, RetentionResult};
 use crate::topic::{is_internal, topic_names_collide, validate_topic_name};
-use crate::TopicPartition;
 
 /// Settings of a [`LogManager`] (Kafka's broker-level `log.*` settings).
 #[derive(Debug, Clone)]
@@ -204,9 +204,13 @@ fn topics_dir(dir: &Path) -> PathBuf {
 impl LogManager {
     /// Opens (creating if needed) a data directory, taking its lock and recovering every
     /// partition. Returns the recovery reports of partitions that needed repairs.
-    pub fn open(dir: impl AsRef<Path>, config: LogManagerConfig) -> Result<(LogManager, Vec<RecoveryReport>)> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: LogManagerConfig,
+    ) -> Result<(LogManager, Vec<RecoveryReport>)> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(topics_dir(&dir)).map_err(|e| LogError::io("create data directory", &dir, e))?;
+        std::fs::create_dir_all(topics_dir(&dir))
+            .map_err(|e| LogError::io("create data directory", &dir, e))?;
         let lock_path = dir.join(".lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -216,8 +220,12 @@ impl LogManager {
             .map_err(|e| LogError::io("open lock file", &lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::DirectoryLocked { dir }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io("lock", &lock_path, e)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::DirectoryLocked { dir });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::io("lock", &lock_path, e));
+            }
         }
         let inner = Arc::new(Inner {
             dir: dir.clone(),
@@ -250,13 +258,15 @@ impl LogManager {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 if path.extension().and_then(|e| e.to_str()) == Some("tmp") {
-                    std::fs::remove_file(&path).map_err(|e| LogError::io("remove leftover", &path, e))?;
+                    std::fs::remove_file(&path)
+                        .map_err(|e| LogError::io("remove leftover", &path, e))?;
                 }
                 continue;
             }
             let bad = |reason: String| LogError::BadMetadata { path: path.clone(), reason };
             let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-            let meta: TopicMetadata = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            let meta: TopicMetadata =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
             let id = uuid::Uuid::parse_str(&meta.topic_id).map_err(|e| bad(e.to_string()))?;
             let config = Arc::new(
                 TopicConfig::from_overrides(&inner.config.topic_defaults, &meta.configs)
@@ -270,8 +280,12 @@ impl LogManager {
                     tracing::warn!(partition = %tp, "partition directory is missing: starting it empty");
                     std::fs::create_dir_all(&pdir).map_err(|e| LogError::io("create", &pdir, e))?;
                 }
-                let (log, report) = PartitionLog::open(&pdir, tp, config.clone(), inner.config.clock.clone())?;
-                if !report.truncations.is_empty() || !report.corruptions.is_empty() || !report.indexes_rebuilt.is_empty() {
+                let (log, report) =
+                    PartitionLog::open(&pdir, tp, config.clone(), inner.config.clock.clone())?;
+                if !report.truncations.is_empty()
+                    || !report.corruptions.is_empty()
+                    || !report.indexes_rebuilt.is_empty()
+                {
                     reports.push(report);
                 }
                 partitions.push(Arc::new(log));
@@ -286,7 +300,9 @@ impl LogManager {
             topics.insert(meta.name, Arc::new(topic));
         }
         // Partition directories without a topic: a creation or deletion interrupted by a crash.
-        for entry in std::fs::read_dir(&inner.dir).map_err(|e| LogError::io("list", &inner.dir, e))? {
+        for entry in
+            std::fs::read_dir(&inner.dir).map_err(|e| LogError::io("list", &inner.dir, e))?
+        {
             let entry = entry.map_err(|e| LogError::io("list", &inner.dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -298,7 +314,8 @@ impl LogManager {
             let known = topics.get(topic).is_some_and(|t| partition < t.partition_count());
             if !known {
                 tracing::warn!(dir = %entry.path().display(), "removing partition directory of a topic that does not exist (interrupted create or delete)");
-                std::fs::remove_dir_all(entry.path()).map_err(|e| LogError::io("remove", entry.path(), e))?;
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| LogError::io("remove", entry.path(), e))?;
             }
         }
         *inner.topics.write() = topics;
@@ -356,7 +373,8 @@ impl LogManager {
                 reason: "a topic needs at least one partition".into(),
             });
         }
-        let config = Arc::new(TopicConfig::from_overrides(&self.inner.config.topic_defaults, &overrides)?);
+        let config =
+            Arc::new(TopicConfig::from_overrides(&self.inner.config.topic_defaults, &overrides)?);
         let _admin = self.inner.admin.lock();
         {
             let topics = self.inner.topics.read();
@@ -364,7 +382,10 @@ impl LogManager {
                 return Err(LogError::TopicExists(name.to_string()));
             }
             if let Some(existing) = topics.keys().find(|t| topic_names_collide(t, name)) {
-                return Err(LogError::TopicCollision { name: name.to_string(), existing: existing.clone() });
+                return Err(LogError::TopicCollision {
+                    name: name.to_string(),
+                    existing: existing.clone(),
+                });
             }
         }
         let mut logs = Vec::with_capacity(partitions as usize);
@@ -384,7 +405,12 @@ impl LogManager {
         Ok(topic)
     }
 
-    fn create_partition(&self, topic: &str, partition: u32, config: Arc<TopicConfig>) -> Result<PartitionLog> {
+    fn create_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        config: Arc<TopicConfig>,
+    ) -> Result<PartitionLog> {
         let tp = TopicPartition::new(topic, partition);
         let pdir = self.inner.dir.join(tp.dir_name());
         if pdir.exists() {
@@ -404,10 +430,16 @@ impl LogManager {
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock();
-        let topic = self.inner.topics.write().remove(name).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .inner
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         let path = topics_dir(&self.inner.dir).join(format!("{name}.json"));
         std::fs::remove_file(&path).map_err(|e| LogError::io("remove topic metadata", &path, e))?;
-        sync_dir(path.parent().unwrap_or(&self.inner.dir)).map_err(|e| LogError::io("fsync directory", &path, e))?;
+        sync_dir(path.parent().unwrap_or(&self.inner.dir))
+            .map_err(|e| LogError::io("fsync directory", &path, e))?;
         for log in topic.partitions() {
             log.close()?;
             log.delete_dir()?;
@@ -424,7 +456,9 @@ impl LogManager {
         if total <= current {
             return Err(LogError::InvalidPartitions {
                 topic: name.to_string(),
-                reason: format!("the topic has {current} partitions; the count can only grow, so ask for more than {current}"),
+                reason: format!(
+                    "the topic has {current} partitions; the count can only grow, so ask for more than {current}"
+                ),
             });
         }
         let config = topic.config();
@@ -440,7 +474,8 @@ impl LogManager {
     pub fn set_topic_config(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<()> {
         let _admin = self.inner.admin.lock();
         let topic = self.topic(name)?;
-        let config = Arc::new(TopicConfig::from_overrides(&self.inner.config.topic_defaults, &overrides)?);
+        let config =
+            Arc::new(TopicConfig::from_overrides(&self.inner.config.topic_defaults, &overrides)?);
         *topic.overrides.write() = overrides;
         *topic.config.write() = config.clone();
         for log in topic.partitions() {
@@ -451,7 +486,12 @@ impl LogManager {
 
     /// A topic.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.inner.topics.read().get(name).cloned().ok_or_else(|| LogError::UnknownTopic(name.to_string()))
+        self.inner
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
     }
 
     /// All topics, by name.
@@ -530,7 +570,8 @@ fn background_loop(inner: &Inner) {
     let mut last_cleaner = started;
     let mut last_checkpoint = started;
     let manager_view = |f: &mut dyn FnMut(&Arc<PartitionLog>)| {
-        let partitions: Vec<_> = inner.topics.read().values().flat_map(|t| t.partitions()).collect();
+        let partitions: Vec<_> =
+            inner.topics.read().values().flat_map(|t| t.partitions()).collect();
         for log in &partitions {
             f(log);
         }

@@ -443,7 +443,9 @@ mod tests {
         let first = header(7, 0, 0, 0, 5, false);
         assert_eq!(state.check(&first), Ok(SequenceCheck::Append));
         state.update(&first, None, 5);
-        assert!(matches!(state.check(&first), Ok(SequenceCheck::Duplicate(b)) if b.first_offset == 0));
+        assert!(
+            matches!(state.check(&first), Ok(SequenceCheck::Duplicate(b)) if b.first_offset == 0)
+        );
         assert_eq!(
             state.check(&header(7, 0, 6, 5, 1, false)),
             Err(ProducerStateError::OutOfOrder { expected: 5 })
@@ -480,7 +482,12 @@ mod tests {
         let aborted = state.update(&header(2, 0, -1, 15, 1, true), Some(abort), 16).unwrap();
         assert_eq!(
             aborted,
-            AbortedTxn { producer_id: 2, first_offset: 12, last_offset: 15, last_stable_offset: 16 }
+            AbortedTxn {
+                producer_id: 2,
+                first_offset: 12,
+                last_offset: 15,
+                last_stable_offset: 16
+            }
         );
         assert_eq!(state.first_unstable_offset(), None);
     }

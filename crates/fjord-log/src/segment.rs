@@ -86,12 +86,8 @@ impl LogSegment {
         now_ms: i64,
     ) -> std::io::Result<Self> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)?;
+        let file =
+            OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
         for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
             remove_if_exists(&dir.join(file_name(base_offset, suffix)))?;
         }
@@ -138,7 +134,8 @@ impl LogSegment {
         let io = |source| SegmentOpenError::Io { path: path.clone(), source };
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
-        let size = u32::try_from(len).map_err(|_| SegmentOpenError::TooLarge { path: path.clone(), len })?;
+        let size = u32::try_from(len)
+            .map_err(|_| SegmentOpenError::TooLarge { path: path.clone(), len })?;
         Ok(LogSegment {
             base_offset,
             dir: dir.to_path_buf(),
@@ -268,16 +265,17 @@ impl LogSegment {
         // that reaches them fails its CRC check and reports the corruption instead of skipping
         // it.
         if invalid.is_some() && truncate {
-            self.file.set_len(valid_end as u64).map_err(|source| SegmentOpenError::Io {
-                path: self.log_path(),
-                source,
-            })?;
+            self.file
+                .set_len(valid_end as u64)
+                .map_err(|source| SegmentOpenError::Io { path: self.log_path(), source })?;
             self.size = valid_end;
         }
-        self.persist_indexes().map_err(|source| SegmentOpenError::Io {
-            path: self.index_path(),
-            source,
-        })?;
+        // Only the indexes rebuilt here: the transaction index is not loaded yet and writing it
+        // would wipe it.
+        self.offset_index
+            .persist(&self.index_path())
+            .and_then(|()| self.time_index.persist(&self.time_index_path()))
+            .map_err(|source| SegmentOpenError::Io { path: self.index_path(), source })?;
         Ok(invalid)
     }
 
@@ -683,7 +681,8 @@ impl SegmentSlice {
                 break;
             }
             let batch_position = position + keep as u32;
-            let batch = RecordBatch::parse(&rest[..size]).map_err(|e| corrupt(batch_position, e))?;
+            let batch =
+                RecordBatch::parse(&rest[..size]).map_err(|e| corrupt(batch_position, e))?;
             if let Err(e) = batch.validate_crc() {
                 if keep == 0 {
                     return Err(corrupt(batch_position, e));

@@ -65,16 +65,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), InvalidTopicName> {
     // byte count, and counting the same way keeps the error Kafka would give for other names.
     let length = name.encode_utf16().count();
     if length > MAX_TOPIC_NAME_LENGTH {
-        return Err(InvalidTopicName::TooLong {
-            name: name.to_string(),
-            length,
-        });
+        return Err(InvalidTopicName::TooLong { name: name.to_string(), length });
     }
     if let Some(character) = name.chars().find(|&c| !is_legal_char(c)) {
-        return Err(InvalidTopicName::IllegalCharacter {
-            name: name.to_string(),
-            character,
-        });
+        return Err(InvalidTopicName::IllegalCharacter { name: name.to_string(), character });
     }
     Ok(())
 }
@@ -104,10 +98,7 @@ pub fn topic_names_collide(a: &str, b: &str) -> bool {
 /// [`TRANSACTION_STATE_TOPIC`], [`SHARE_GROUP_STATE_TOPIC`]), which clients may not produce to
 /// or delete and which metadata responses flag as internal.
 pub fn is_internal(name: &str) -> bool {
-    matches!(
-        name,
-        CONSUMER_OFFSETS_TOPIC | TRANSACTION_STATE_TOPIC | SHARE_GROUP_STATE_TOPIC
-    )
+    matches!(name, CONSUMER_OFFSETS_TOPIC | TRANSACTION_STATE_TOPIC | SHARE_GROUP_STATE_TOPIC)
 }
 
 #[cfg(test)]
@@ -151,17 +142,8 @@ mod tests {
     fn rejects_names_longer_than_249() {
         let name = "a".repeat(MAX_TOPIC_NAME_LENGTH + 1);
         let err = validate_topic_name(&name).unwrap_err();
-        assert_eq!(
-            err,
-            InvalidTopicName::TooLong {
-                name: name.clone(),
-                length: 250
-            }
-        );
-        assert!(
-            err.to_string().contains("250 characters long: at most 249"),
-            "{err}"
-        );
+        assert_eq!(err, InvalidTopicName::TooLong { name: name.clone(), length: 250 });
+        assert!(err.to_string().contains("250 characters long: at most 249"), "{err}");
     }
 
     #[test]
@@ -176,9 +158,7 @@ mod tests {
         let name = "é".repeat(200);
         assert!(matches!(
             validate_topic_name(&name),
-            Err(InvalidTopicName::IllegalCharacter {
-                character: 'é', ..
-            })
+            Err(InvalidTopicName::IllegalCharacter { character: 'é', .. })
         ));
     }
 
@@ -196,10 +176,7 @@ mod tests {
         ] {
             assert_eq!(
                 validate_topic_name(name),
-                Err(InvalidTopicName::IllegalCharacter {
-                    name: name.to_string(),
-                    character: bad
-                }),
+                Err(InvalidTopicName::IllegalCharacter { name: name.to_string(), character: bad }),
                 "{name:?}"
             );
         }
@@ -215,11 +192,7 @@ mod tests {
         );
         // Control characters are shown escaped.
         let err = validate_topic_name("a\tb").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("topic name `a\\tb` contains `\\t`"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("topic name `a\\tb` contains `\\t`"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,11 @@ fn topics_are_created_listed_altered_grown_and_deleted_and_survive_restarts() {
     let id = {
         let logs = manager(dir.path(), clock.clone());
         let topic = logs
-            .create_topic("orders", 3, overrides(&[("retention.ms", "1000"), ("cleanup.policy", "compact,delete")]))
+            .create_topic(
+                "orders",
+                3,
+                overrides(&[("retention.ms", "1000"), ("cleanup.policy", "compact,delete")]),
+            )
             .unwrap();
         assert_eq!(topic.partition_count(), 3);
         assert_eq!(topic.config().retention_ms, Some(1000));
@@ -45,7 +49,11 @@ fn topics_are_created_listed_altered_grown_and_deleted_and_survive_restarts() {
     assert!(topic.config().cleanup_policy.deletes() && !topic.config().cleanup_policy.compacts());
     assert_eq!(logs.partition(&TopicPartition::new("orders", 2)).unwrap().log_end_offset(), 1);
     let described = topic.describe_configs();
-    assert!(described.iter().any(|(e, overridden)| e.name == "retention.ms" && e.value == "5000" && *overridden));
+    assert!(
+        described
+            .iter()
+            .any(|(e, overridden)| e.name == "retention.ms" && e.value == "5000" && *overridden)
+    );
     assert!(described.iter().any(|(e, overridden)| e.name == "segment.bytes" && !*overridden));
 }
 
@@ -66,16 +74,31 @@ fn bad_topic_names_partitions_and_configs_get_errors_that_name_the_problem() {
     assert!(matches!(err, LogError::InvalidPartitions { .. }), "{err}");
 
     let err = logs.create_topic("t", 1, overrides(&[("retention.msec", "5")])).unwrap_err();
-    assert!(matches!(&err, LogError::Config(ConfigError::Unknown { suggestion: Some("retention.ms"), .. })), "{err}");
+    assert!(
+        matches!(
+            &err,
+            LogError::Config(ConfigError::Unknown { suggestion: Some("retention.ms"), .. })
+        ),
+        "{err}"
+    );
     let err = logs.create_topic("t", 1, overrides(&[("retention.ms", "-5")])).unwrap_err();
     assert!(err.to_string().contains("retention.ms") && err.to_string().contains("-5"), "{err}");
     let err = logs.create_topic("t", 1, overrides(&[("compression.type", "brotli")])).unwrap_err();
     assert!(matches!(err, LogError::Config(ConfigError::InvalidValue { .. })), "{err}");
 
     logs.create_topic("my.topic", 1, overrides(&[])).unwrap();
-    assert!(matches!(logs.create_topic("my.topic", 1, overrides(&[])), Err(LogError::TopicExists(_))));
-    assert!(matches!(logs.create_topic("my_topic", 1, overrides(&[])), Err(LogError::TopicCollision { .. })));
-    assert!(matches!(logs.create_topic("__consumer_offsets", 1, overrides(&[])), Err(LogError::InvalidPartitions { .. })));
+    assert!(matches!(
+        logs.create_topic("my.topic", 1, overrides(&[])),
+        Err(LogError::TopicExists(_))
+    ));
+    assert!(matches!(
+        logs.create_topic("my_topic", 1, overrides(&[])),
+        Err(LogError::TopicCollision { .. })
+    ));
+    assert!(matches!(
+        logs.create_topic("__consumer_offsets", 1, overrides(&[])),
+        Err(LogError::InvalidPartitions { .. })
+    ));
     assert!(matches!(logs.add_partitions("my.topic", 1), Err(LogError::InvalidPartitions { .. })));
     assert!(matches!(logs.delete_topic("nope"), Err(LogError::UnknownTopic(_))));
     assert!(matches!(
@@ -97,7 +120,13 @@ fn a_data_directory_cannot_be_opened_twice() {
     assert!(err.to_string().contains("in use by another process"));
     // Another process is refused too.
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_opens_the_directory", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_opens_the_directory",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("FJORD_CHILD_LOG_DIR", dir.path())
         .output()
         .unwrap();

@@ -36,7 +36,8 @@ fn appends_assign_consecutive_offsets_and_reads_return_them() {
 #[test]
 fn a_read_from_inside_a_batch_returns_that_whole_batch_and_respects_max_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
+    let (log, _) =
+        open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
     for i in 0..4 {
         log.append(&mut batch(i * 10, 10, 0, Compression::None)).unwrap();
     }
@@ -60,7 +61,8 @@ fn a_read_from_inside_a_batch_returns_that_whole_batch_and_respects_max_bytes() 
 #[test]
 fn stored_bytes_are_served_byte_for_byte_except_the_base_offset_and_leader_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
+    let (log, _) =
+        open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
     log.append(&mut batch(0, 3, 0, Compression::None)).unwrap();
     let original = batch(3, 7, 50, Compression::Zstd);
     let mut produced = original.clone();
@@ -76,7 +78,8 @@ fn stored_bytes_are_served_byte_for_byte_except_the_base_offset_and_leader_epoch
 #[test]
 fn every_codec_is_stored_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
+    let (log, _) =
+        open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
     let mut next = 0;
     for codec in Compression::ALL {
         log.append(&mut batch(next, 20, 0, codec)).unwrap();
@@ -238,7 +241,8 @@ fn reopening_keeps_everything_and_rebuilds_missing_or_corrupt_indexes() {
 #[test]
 fn flush_moves_the_recovery_point_and_flush_messages_one_flushes_every_append() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
+    let (log, _) =
+        open_partition(dir.path(), Arc::new(TopicConfig::default()), ManualClock::new(0));
     log.append(&mut batch(0, 5, 0, Compression::None)).unwrap();
     assert_eq!(log.recovery_point(), 0, "left to the OS");
     log.flush().unwrap();

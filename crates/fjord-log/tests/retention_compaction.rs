@@ -24,10 +24,8 @@ fn fill(log: &PartitionLog, batches: u64, ts: impl Fn(u64) -> i64) {
 fn retention_ms_deletes_whole_expired_segments_and_moves_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
-    let config = Arc::new(TopicConfig {
-        retention_ms: Some(60_000),
-        ..(*small_segments(1024)).clone()
-    });
+    let config =
+        Arc::new(TopicConfig { retention_ms: Some(60_000), ..(*small_segments(1024)).clone() });
     let (log, _) = open_partition(dir.path(), config, clock.clone());
     // Old records first, then recent ones.
     fill(&log, 20, |i| if i < 10 { 1_000 } else { 1_000_000 });

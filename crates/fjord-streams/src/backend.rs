@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fjord_broker::{
-    Admin, Broker, BrokerError, ConsumerConfig, ConsumerGroupMetadata, IsolationLevel, NewTopic, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord,
+    Admin, Broker, BrokerError, ConsumerConfig, ConsumerGroupMetadata, IsolationLevel, NewTopic,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 use fjord_log::record::Header as LogHeader;
 use fjord_log::{LogError, TopicPartition};
@@ -161,7 +161,9 @@ impl Backend for EmbeddedBackend {
             match result {
                 Ok(()) | Err(BrokerError::Log(LogError::TopicExists(_))) => {}
                 Err(e) => {
-                    return Err(StreamsError::IllegalState(format!("cannot create internal topic `{name}`: {e}")));
+                    return Err(StreamsError::IllegalState(format!(
+                        "cannot create internal topic `{name}`: {e}"
+                    )));
                 }
             }
         }
@@ -178,7 +180,11 @@ impl Backend for EmbeddedBackend {
             group_id: Some(spec.group_id),
             auto_offset_reset: OffsetReset::Earliest,
             enable_auto_commit: false,
-            isolation_level: if spec.read_committed { IsolationLevel::ReadCommitted } else { IsolationLevel::ReadUncommitted },
+            isolation_level: if spec.read_committed {
+                IsolationLevel::ReadCommitted
+            } else {
+                IsolationLevel::ReadUncommitted
+            },
             max_poll_records: spec.max_poll_records,
             assignors: vec![std::sync::Arc::new(fjord_broker::consumer::assignor::RangeAssignor)],
             heartbeat_interval: Duration::from_millis(500),
@@ -198,7 +204,11 @@ impl Backend for EmbeddedBackend {
             ..ProducerConfig::default()
         };
         let producer = Producer::new(&self.broker, config)?;
-        Ok(Box::new(EmbeddedProducer { producer, broker: self.broker.clone(), header_scratch: Vec::new() }))
+        Ok(Box::new(EmbeddedProducer {
+            producer,
+            broker: self.broker.clone(),
+            header_scratch: Vec::new(),
+        }))
     }
 }
 
@@ -280,9 +290,19 @@ impl StreamProducer for EmbeddedProducer {
     ) -> Result<(), StreamsError> {
         self.header_scratch.clear();
         self.header_scratch.extend(headers.iter().map(|h| (h.key.to_string(), h.value.clone())));
-        let log_headers: Vec<LogHeader<'_>> =
-            self.header_scratch.iter().map(|(k, v)| LogHeader { key: k, value: v.as_deref() }).collect();
-        let record = ProducerRecord { topic, partition, key, value, headers: &log_headers, timestamp: Some(timestamp) };
+        let log_headers: Vec<LogHeader<'_>> = self
+            .header_scratch
+            .iter()
+            .map(|(k, v)| LogHeader { key: k, value: v.as_deref() })
+            .collect();
+        let record = ProducerRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers: &log_headers,
+            timestamp: Some(timestamp),
+        };
         // Delivery is checked at flush time, not per record.
         self.producer.send_blocking(record)?;
         Ok(())

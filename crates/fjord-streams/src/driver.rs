@@ -15,13 +15,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use fjord_log::TopicPartition;
 
+use crate::TaskId;
 use crate::error::{ErrorAction, StreamsError};
 use crate::node::{CollectorRef, ErrorPolicy, RawRecord, RecordCollector};
 use crate::record::{Headers, Record};
 use crate::serdes::{SerdeRef, deserialize_opt};
 use crate::task::Task;
 use crate::topology::Topology;
-use crate::TaskId;
 
 /// A record written to an output topic, as bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,12 @@ impl DriverState {
         let id = TaskId { subtopology, partition: 0 };
         if !self.tasks.contains_key(&id) {
             let collector: CollectorRef = self.collector.clone();
-            let mut task = self.topology.build_task(id, &self.application_id, collector, self.errors.clone())?;
+            let mut task = self.topology.build_task(
+                id,
+                &self.application_id,
+                collector,
+                self.errors.clone(),
+            )?;
             task.ctx.wall_clock = self.wall_clock;
             task.initialize()?;
             self.tasks.insert(id, task);
@@ -136,9 +141,12 @@ impl DriverState {
 
     /// Hands one record to the task that reads `topic` and processes it.
     fn feed(&mut self, topic: &str, record: OutputRecord) -> Result<(), StreamsError> {
-        let subtopology = self.topology.subtopology_of(&self.application_id, topic).ok_or_else(|| {
-            StreamsError::IllegalState(format!("no source of the topology reads topic `{topic}`"))
-        })?;
+        let subtopology =
+            self.topology.subtopology_of(&self.application_id, topic).ok_or_else(|| {
+                StreamsError::IllegalState(format!(
+                    "no source of the topology reads topic `{topic}`"
+                ))
+            })?;
         let offset = self.offsets.entry(topic.to_string()).or_insert(0);
         let raw = RawRecord {
             topic: Arc::from(topic),
@@ -167,14 +175,23 @@ impl TopologyTestDriver {
     /// A driver for `topology`.
     pub fn new(topology: Topology, config: DriverConfig) -> Self {
         let application_id: Arc<str> = Arc::from(config.application_id.as_str());
-        let internal_topics =
-            topology.internal_topics().iter().map(|t| topology.resolve_topic(&application_id, &t.name)).collect();
-        let collector = Rc::new(RefCell::new(MemoryCollector { internal_topics, ..MemoryCollector::default() }));
+        let internal_topics = topology
+            .internal_topics()
+            .iter()
+            .map(|t| topology.resolve_topic(&application_id, &t.name))
+            .collect();
+        let collector = Rc::new(RefCell::new(MemoryCollector {
+            internal_topics,
+            ..MemoryCollector::default()
+        }));
         TopologyTestDriver {
             state: Rc::new(RefCell::new(DriverState {
                 topology,
                 application_id,
-                errors: ErrorPolicy { deserialization: config.deserialization_errors, processing: config.processing_errors },
+                errors: ErrorPolicy {
+                    deserialization: config.deserialization_errors,
+                    processing: config.processing_errors,
+                },
                 tasks: BTreeMap::new(),
                 collector,
                 offsets: HashMap::new(),
@@ -184,13 +201,34 @@ impl TopologyTestDriver {
     }
 
     /// An input topic to pipe records into.
-    pub fn input_topic<K, V>(&self, topic: &str, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> TestInputTopic<K, V> {
-        TestInputTopic { state: self.state.clone(), topic: topic.to_string(), key_serde, value_serde, next_timestamp: 0 }
+    pub fn input_topic<K, V>(
+        &self,
+        topic: &str,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> TestInputTopic<K, V> {
+        TestInputTopic {
+            state: self.state.clone(),
+            topic: topic.to_string(),
+            key_serde,
+            value_serde,
+            next_timestamp: 0,
+        }
     }
 
     /// An output topic to read records from.
-    pub fn output_topic<K, V>(&self, topic: &str, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> TestOutputTopic<K, V> {
-        TestOutputTopic { state: self.state.clone(), topic: topic.to_string(), key_serde, value_serde }
+    pub fn output_topic<K, V>(
+        &self,
+        topic: &str,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> TestOutputTopic<K, V> {
+        TestOutputTopic {
+            state: self.state.clone(),
+            topic: topic.to_string(),
+            key_serde,
+            value_serde,
+        }
     }
 
     /// Moves wall-clock time forward and fires the wall-clock punctuations now due.
@@ -245,7 +283,8 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     pub fn pipe_record(&mut self, record: Record<K, V>) -> Result<(), StreamsError> {
         let mut key = Vec::new();
         let mut value = Vec::new();
-        let serde_error = |e: crate::serdes::SerdeError| StreamsError::IllegalState(format!("test input: {e}"));
+        let serde_error =
+            |e: crate::serdes::SerdeError| StreamsError::IllegalState(format!("test input: {e}"));
         self.key_serde.serialize(&record.key, &mut key).map_err(serde_error)?;
         self.value_serde.serialize(&record.value, &mut value).map_err(serde_error)?;
         let output = OutputRecord {
@@ -260,7 +299,12 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     }
 
     /// Pipes raw bytes, to test what bad input does.
-    pub fn pipe_raw(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), StreamsError> {
+    pub fn pipe_raw(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<(), StreamsError> {
         let output = OutputRecord {
             key: key.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
@@ -291,7 +335,8 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
     /// The next record, deserialized.
     pub fn read_record(&self) -> Result<Option<Record<K, V>>, StreamsError> {
         let Some(raw) = self.read_raw() else { return Ok(None) };
-        let key = deserialize_opt(&*self.key_serde, raw.key.as_deref()).map_err(|e| StreamsError::IllegalState(format!("test output key: {e}")))?;
+        let key = deserialize_opt(&*self.key_serde, raw.key.as_deref())
+            .map_err(|e| StreamsError::IllegalState(format!("test output key: {e}")))?;
         let value = deserialize_opt(&*self.value_serde, raw.value.as_deref())
             .map_err(|e| StreamsError::IllegalState(format!("test output value: {e}")))?;
         Ok(Some(Record { key, value, timestamp: raw.timestamp, headers: raw.headers }))

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::error::StreamsError;
 use crate::graph::{Graph, GraphNode, InternalTopic, InternalTopicKind, NodeId, NodeKind};
 use crate::node::{
-    Emitter, Instantiator, NodeFactory, ProcessorNode, SinkNode, SinkTopic, SourceFactory, SourceNode,
-    stateless_factory, wrap,
+    Emitter, Instantiator, NodeFactory, ProcessorNode, SinkNode, SinkTopic, SourceFactory,
+    SourceNode, stateless_factory, wrap,
 };
 use crate::processor::Processor;
 use crate::record::Record;
@@ -30,6 +30,9 @@ pub type TimestampExtractor<K, V> = Arc<dyn Fn(&K, &V, i64, i64) -> i64 + Send +
 /// Picks the partition of an output record from its key, value and the topic's partition
 /// count (Kafka's `StreamPartitioner`).
 pub type Partitioner<K, V> = Arc<dyn Fn(&K, &V, u32) -> u32 + Send + Sync>;
+
+/// A branch predicate of `split`.
+pub type Predicate<K, V> = Arc<dyn Fn(&K, &V) -> bool + Send + Sync>;
 
 /// How to read a source topic (Kafka's `Consumed`).
 pub struct Consumed<K, V> {
@@ -46,7 +49,10 @@ impl<K, V> Consumed<K, V> {
     }
 
     /// With a timestamp extractor instead of the records' own timestamps.
-    pub fn with_timestamp_extractor(mut self, f: impl Fn(&K, &V, i64, i64) -> i64 + Send + Sync + 'static) -> Self {
+    pub fn with_timestamp_extractor(
+        mut self,
+        f: impl Fn(&K, &V, i64, i64) -> i64 + Send + Sync + 'static,
+    ) -> Self {
         self.timestamp_extractor = Some(Arc::new(f));
         self
     }
@@ -75,11 +81,18 @@ impl<K, V> Default for Produced<K, V> {
 impl<K, V> Produced<K, V> {
     /// With these serdes.
     pub fn with(key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> Self {
-        Produced { key_serde: Some(key_serde), value_serde: Some(value_serde), ..Produced::default() }
+        Produced {
+            key_serde: Some(key_serde),
+            value_serde: Some(value_serde),
+            ..Produced::default()
+        }
     }
 
     /// With a partitioner instead of murmur2 of the serialized key.
-    pub fn with_partitioner(mut self, f: impl Fn(&K, &V, u32) -> u32 + Send + Sync + 'static) -> Self {
+    pub fn with_partitioner(
+        mut self,
+        f: impl Fn(&K, &V, u32) -> u32 + Send + Sync + 'static,
+    ) -> Self {
         self.partitioner = Some(Arc::new(f));
         self
     }
@@ -108,7 +121,11 @@ impl<K, V> Default for Repartitioned<K, V> {
 impl<K, V> Repartitioned<K, V> {
     /// With these serdes.
     pub fn with(key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> Self {
-        Repartitioned { key_serde: Some(key_serde), value_serde: Some(value_serde), ..Repartitioned::default() }
+        Repartitioned {
+            key_serde: Some(key_serde),
+            value_serde: Some(value_serde),
+            ..Repartitioned::default()
+        }
     }
 
     /// Names the repartition topic (`<application.id>-<name>-repartition`).
@@ -144,7 +161,13 @@ impl Default for StreamsBuilder {
 impl StreamsBuilder {
     /// An empty builder.
     pub fn new() -> Self {
-        StreamsBuilder { state: Rc::new(RefCell::new(BuilderState { graph: Graph::default(), counter: 0, errors: Vec::new() })) }
+        StreamsBuilder {
+            state: Rc::new(RefCell::new(BuilderState {
+                graph: Graph::default(),
+                counter: 0,
+                errors: Vec::new(),
+            })),
+        }
     }
 
     /// A stream of the records of `topic`.
@@ -163,7 +186,14 @@ impl StreamsBuilder {
         V: Clone + 'static,
     {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let node = add_source(&self.state, topics, &consumed.key_serde, &consumed.value_serde, consumed.timestamp_extractor, consumed.name);
+        let node = add_source(
+            &self.state,
+            topics,
+            &consumed.key_serde,
+            &consumed.value_serde,
+            consumed.timestamp_extractor,
+            consumed.name,
+        );
         KStream {
             state: self.state.clone(),
             node,
@@ -202,7 +232,14 @@ pub(crate) fn add_node(
 ) -> NodeId {
     let mut s = state.borrow_mut();
     let id = s.graph.nodes.len();
-    s.graph.nodes.push(GraphNode { name, kind, parents: parents.to_vec(), children: Vec::new(), stores: Vec::new(), factory });
+    s.graph.nodes.push(GraphNode {
+        name,
+        kind,
+        parents: parents.to_vec(),
+        children: Vec::new(),
+        stores: Vec::new(),
+        factory,
+    });
     for &p in parents {
         s.graph.nodes[p].children.push(id);
     }
@@ -286,7 +323,8 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     {
         let name = next_name(&self.state, kind);
         let factory: NodeFactory<K, V> = stateless_factory(Arc::new(f));
-        let node = add_node(&self.state, name, NodeKind::Processor, &[self.node], Box::new(factory));
+        let node =
+            add_node(&self.state, name, NodeKind::Processor, &[self.node], Box::new(factory));
         self.derive(node, key_changed)
     }
 
@@ -298,7 +336,10 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     }
 
     /// Keeps the records for which `predicate` holds.
-    pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
+    pub fn filter(
+        &self,
+        predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
+    ) -> KStream<K, V> {
         self.stateless("FILTER", false, move |r: Record<K, V>, e: &mut Emitter<'_, K, V>| {
             if predicate(&r.key, &r.value) {
                 e.emit(r);
@@ -307,7 +348,10 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     }
 
     /// Drops the records for which `predicate` holds.
-    pub fn filter_not(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
+    pub fn filter_not(
+        &self,
+        predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
+    ) -> KStream<K, V> {
         self.stateless("FILTER", false, move |r: Record<K, V>, e: &mut Emitter<'_, K, V>| {
             if !predicate(&r.key, &r.value) {
                 e.emit(r);
@@ -328,7 +372,10 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     }
 
     /// Maps each value, keeping the key.
-    pub fn map_values<V2: Clone + 'static>(&self, f: impl Fn(V) -> V2 + Send + Sync + 'static) -> KStream<K, V2> {
+    pub fn map_values<V2: Clone + 'static>(
+        &self,
+        f: impl Fn(V) -> V2 + Send + Sync + 'static,
+    ) -> KStream<K, V2> {
         self.stateless("MAPVALUES", false, move |r: Record<K, V>, e: &mut Emitter<'_, K, V2>| {
             let value = f(r.value);
             e.emit(Record { key: r.key, value, timestamp: r.timestamp, headers: r.headers });
@@ -352,9 +399,13 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
         &self,
         f: impl Fn(V) -> Result<V2, E> + Send + Sync + 'static,
     ) -> KStream<K, V2> {
-        self.stateless("MAPVALUES", false, move |r: Record<K, V>, e: &mut Emitter<'_, K, V2>| match f(r.value) {
-            Ok(value) => e.emit(Record { key: r.key, value, timestamp: r.timestamp, headers: r.headers }),
-            Err(error) => e.error(error),
+        self.stateless("MAPVALUES", false, move |r: Record<K, V>, e: &mut Emitter<'_, K, V2>| {
+            match f(r.value) {
+                Ok(value) => {
+                    e.emit(Record { key: r.key, value, timestamp: r.timestamp, headers: r.headers })
+                }
+                Err(error) => e.error(error),
+            }
         })
     }
 
@@ -363,9 +414,13 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
         &self,
         f: impl Fn(K, V) -> Result<(K2, V2), E> + Send + Sync + 'static,
     ) -> KStream<K2, V2> {
-        self.stateless("MAP", true, move |r: Record<K, V>, e: &mut Emitter<'_, K2, V2>| match f(r.key, r.value) {
-            Ok((key, value)) => e.emit(Record { key, value, timestamp: r.timestamp, headers: r.headers }),
-            Err(error) => e.error(error),
+        self.stateless("MAP", true, move |r: Record<K, V>, e: &mut Emitter<'_, K2, V2>| {
+            match f(r.key, r.value) {
+                Ok((key, value)) => {
+                    e.emit(Record { key, value, timestamp: r.timestamp, headers: r.headers })
+                }
+                Err(error) => e.error(error),
+            }
         })
     }
 
@@ -385,19 +440,34 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     }
 
     /// Maps each value to any number of values, keeping the key.
-    pub fn flat_map_values<V2: Clone + 'static, I>(&self, f: impl Fn(V) -> I + Send + Sync + 'static) -> KStream<K, V2>
+    pub fn flat_map_values<V2: Clone + 'static, I>(
+        &self,
+        f: impl Fn(V) -> I + Send + Sync + 'static,
+    ) -> KStream<K, V2>
     where
         I: IntoIterator<Item = V2>,
     {
-        self.stateless("FLATMAPVALUES", false, move |r: Record<K, V>, e: &mut Emitter<'_, K, V2>| {
-            for value in f(r.value) {
-                e.emit(Record { key: r.key.clone(), value, timestamp: r.timestamp, headers: r.headers.clone() });
-            }
-        })
+        self.stateless(
+            "FLATMAPVALUES",
+            false,
+            move |r: Record<K, V>, e: &mut Emitter<'_, K, V2>| {
+                for value in f(r.value) {
+                    e.emit(Record {
+                        key: r.key.clone(),
+                        value,
+                        timestamp: r.timestamp,
+                        headers: r.headers.clone(),
+                    });
+                }
+            },
+        )
     }
 
     /// Sets a new key computed from each record (changes the key).
-    pub fn select_key<K2: Clone + 'static>(&self, f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static) -> KStream<K2, V> {
+    pub fn select_key<K2: Clone + 'static>(
+        &self,
+        f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static,
+    ) -> KStream<K2, V> {
         self.stateless("KEY-SELECT", true, move |r: Record<K, V>, e: &mut Emitter<'_, K2, V>| {
             let key = f(&r.key, &r.value);
             e.emit(r.with_key(key));
@@ -414,9 +484,10 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
 
     /// Runs `f` on each record; nothing comes out (Kafka's `foreach`).
     pub fn for_each(&self, f: impl Fn(K, V) + Send + Sync + 'static) {
-        let _: KStream<K, V> = self.stateless("FOREACH", false, move |r: Record<K, V>, _e: &mut Emitter<'_, K, V>| {
-            f(r.key, r.value);
-        });
+        let _: KStream<K, V> =
+            self.stateless("FOREACH", false, move |r: Record<K, V>, _e: &mut Emitter<'_, K, V>| {
+                f(r.key, r.value);
+            });
     }
 
     /// Splits the stream by predicates: each record goes to the first branch whose predicate
@@ -428,8 +499,15 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     /// Merges another stream into this one.
     pub fn merge(&self, other: &KStream<K, V>) -> KStream<K, V> {
         let name = next_name(&self.state, "MERGE");
-        let factory: NodeFactory<K, V> = stateless_factory(Arc::new(|r: Record<K, V>, e: &mut Emitter<'_, K, V>| e.emit(r)));
-        let node = add_node(&self.state, name, NodeKind::Processor, &[self.node, other.node], Box::new(factory));
+        let factory: NodeFactory<K, V> =
+            stateless_factory(Arc::new(|r: Record<K, V>, e: &mut Emitter<'_, K, V>| e.emit(r)));
+        let node = add_node(
+            &self.state,
+            name,
+            NodeKind::Processor,
+            &[self.node, other.node],
+            Box::new(factory),
+        );
         let mut merged: KStream<K, V> = self.derive(node, other.repartition_required);
         if merged.key_serde.is_none() {
             merged.key_serde = other.key_serde.clone();
@@ -442,7 +520,10 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
 
     /// Runs a custom processor on each record (Kafka's `process`); `supplier` makes one
     /// processor per task. Counts as a key change.
-    pub fn process<K2, V2, P>(&self, supplier: impl Fn() -> P + Send + Sync + 'static) -> KStream<K2, V2>
+    pub fn process<K2, V2, P>(
+        &self,
+        supplier: impl Fn() -> P + Send + Sync + 'static,
+    ) -> KStream<K2, V2>
     where
         K2: Clone + 'static,
         V2: Clone + 'static,
@@ -451,9 +532,15 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
         let name = next_name(&self.state, "PROCESSOR");
         let factory: NodeFactory<K, V> = Box::new(move |inst: &mut Instantiator<'_>, id| {
             let children = inst.children::<K2, V2>(id)?;
-            Ok(wrap(ProcessorNode { processor: supplier(), children, node: id, _types: std::marker::PhantomData }))
+            Ok(wrap(ProcessorNode {
+                processor: supplier(),
+                children,
+                node: id,
+                _types: std::marker::PhantomData,
+            }))
         });
-        let node = add_node(&self.state, name, NodeKind::Processor, &[self.node], Box::new(factory));
+        let node =
+            add_node(&self.state, name, NodeKind::Processor, &[self.node], Box::new(factory));
         self.derive(node, true)
     }
 
@@ -468,11 +555,20 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     }
 
     /// Writes each record to the topic `extractor` names for it.
-    pub fn to_dynamic(&self, extractor: impl Fn(&K, &V) -> String + Send + Sync + 'static, produced: Produced<K, V>) {
+    pub fn to_dynamic(
+        &self,
+        extractor: impl Fn(&K, &V) -> String + Send + Sync + 'static,
+        produced: Produced<K, V>,
+    ) {
         self.add_sink(SinkTopic::Dynamic(Arc::new(extractor)), None, produced);
     }
 
-    fn add_sink(&self, topic: SinkTopic<K, V>, topic_name: Option<String>, produced: Produced<K, V>) -> NodeId {
+    fn add_sink(
+        &self,
+        topic: SinkTopic<K, V>,
+        topic_name: Option<String>,
+        produced: Produced<K, V>,
+    ) -> NodeId {
         let name = produced.name.clone().unwrap_or_else(|| next_name(&self.state, "SINK"));
         let key_serde = produced.key_serde.or_else(|| self.key_serde.clone());
         let value_serde = produced.value_serde.or_else(|| self.value_serde.clone());
@@ -481,8 +577,15 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
             self.state.borrow_mut().errors.push(format!(
                 "sink `{name}` to {what} has no key or value serde: the stream's types changed since its source; pass Produced::with(key_serde, value_serde)"
             ));
-            let factory: NodeFactory<K, V> = Box::new(|_, _| Err(StreamsError::Topology("sink without serde".into())));
-            return add_node(&self.state, name, NodeKind::Sink { topic: topic_name }, &[self.node], Box::new(factory));
+            let factory: NodeFactory<K, V> =
+                Box::new(|_, _| Err(StreamsError::Topology("sink without serde".into())));
+            return add_node(
+                &self.state,
+                name,
+                NodeKind::Sink { topic: topic_name },
+                &[self.node],
+                Box::new(factory),
+            );
         };
         let partitioner = produced.partitioner;
         let fixed = match &topic {
@@ -509,7 +612,13 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
                 value_buf: Vec::new(),
             }))
         });
-        add_node(&self.state, name, NodeKind::Sink { topic: topic_name }, &[self.node], Box::new(factory))
+        add_node(
+            &self.state,
+            name,
+            NodeKind::Sink { topic: topic_name },
+            &[self.node],
+            Box::new(factory),
+        )
     }
 
     /// Writes the stream through an internal repartition topic and reads it back, so that
@@ -532,26 +641,33 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
         self.add_sink(
             SinkTopic::Fixed(Arc::from(topic.as_str())),
             Some(topic.clone()),
-            Produced { key_serde: key_serde.clone(), value_serde: value_serde.clone(), partitioner: None, name: Some(format!("{base}-sink")) },
+            Produced {
+                key_serde: key_serde.clone(),
+                value_serde: value_serde.clone(),
+                partitioner: None,
+                name: Some(format!("{base}-sink")),
+            },
         );
         let (Some(key_serde), Some(value_serde)) = (key_serde, value_serde) else {
             // The sink above recorded the missing serde; keep building so every error is
             // reported at once.
             return self.clone();
         };
-        let node = add_source(&self.state, vec![topic], &key_serde, &value_serde, None, Some(format!("{base}-source")));
-        KStream { state: self.state.clone(), node, key_serde: Some(key_serde), value_serde: Some(value_serde), repartition_required: false }
-    }
-
-    /// Repartitions if a key-changing operator ran since the last repartition (what grouping
-    /// and joins do first).
-    pub(crate) fn repartition_if_required(&self, name: Option<&str>) -> KStream<K, V> {
-        if !self.repartition_required {
-            return self.clone();
+        let node = add_source(
+            &self.state,
+            vec![topic],
+            &key_serde,
+            &value_serde,
+            None,
+            Some(format!("{base}-source")),
+        );
+        KStream {
+            state: self.state.clone(),
+            node,
+            key_serde: Some(key_serde),
+            value_serde: Some(value_serde),
+            repartition_required: false,
         }
-        let mut options = Repartitioned::default();
-        options.name = name.map(str::to_string);
-        self.repartition_with(options)
     }
 }
 
@@ -559,7 +675,7 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
 pub struct BranchedKStream<K, V> {
     stream: KStream<K, V>,
     prefix: Option<String>,
-    branches: Vec<(String, Option<Arc<dyn Fn(&K, &V) -> bool + Send + Sync>>)>,
+    branches: Vec<(String, Option<Predicate<K, V>>)>,
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> BranchedKStream<K, V> {
@@ -570,7 +686,11 @@ impl<K: Clone + 'static, V: Clone + 'static> BranchedKStream<K, V> {
     }
 
     /// Adds a branch for the records `predicate` accepts that no earlier branch took.
-    pub fn branch(mut self, name: &str, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
+    pub fn branch(
+        mut self,
+        name: &str,
+        predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.branches.push((name.to_string(), Some(Arc::new(predicate))));
         self
     }
@@ -585,21 +705,27 @@ impl<K: Clone + 'static, V: Clone + 'static> BranchedKStream<K, V> {
     /// name (prefixed).
     pub fn finish(self) -> BTreeMap<String, KStream<K, V>> {
         let prefix = self.prefix.unwrap_or_default();
-        let predicates: Vec<Option<Arc<dyn Fn(&K, &V) -> bool + Send + Sync>>> =
+        let predicates: Vec<Option<Predicate<K, V>>> =
             self.branches.iter().map(|(_, p)| p.clone()).collect();
-        let split = self.stream.stateless("BRANCH", false, move |r: Record<K, V>, e: &mut Emitter<'_, K, V>| {
-            for (i, predicate) in predicates.iter().enumerate() {
-                match predicate {
-                    Some(p) if !p(&r.key, &r.value) => continue,
-                    _ => return e.emit_to(i, r),
+        let split = self.stream.stateless(
+            "BRANCH",
+            false,
+            move |r: Record<K, V>, e: &mut Emitter<'_, K, V>| {
+                for (i, predicate) in predicates.iter().enumerate() {
+                    match predicate {
+                        Some(p) if !p(&r.key, &r.value) => continue,
+                        _ => return e.emit_to(i, r),
+                    }
                 }
-            }
-        });
+            },
+        );
         let mut out = BTreeMap::new();
         for (name, _) in &self.branches {
             let full = format!("{prefix}{name}");
             let branch = split
-                .stateless("BRANCHCHILD", false, |r: Record<K, V>, e: &mut Emitter<'_, K, V>| e.emit(r))
+                .stateless("BRANCHCHILD", false, |r: Record<K, V>, e: &mut Emitter<'_, K, V>| {
+                    e.emit(r)
+                })
                 .named(&full);
             out.insert(full, branch);
         }

@@ -20,18 +20,18 @@ pub mod serdes;
 mod task;
 mod topology;
 
-pub use dsl::{
-    BranchedKStream, Consumed, KStream, Partitioner, Produced, Repartitioned, StreamsBuilder,
-    TimestampExtractor,
-};
+pub use backend::{Backend, EmbeddedBackend};
 pub use driver::{DriverConfig, OutputRecord, TestInputTopic, TestOutputTopic, TopologyTestDriver};
+pub use dsl::{
+    BranchedKStream, Consumed, KStream, Partitioner, Predicate, Produced, Repartitioned,
+    StreamsBuilder, TimestampExtractor,
+};
 pub use error::{ErrorAction, StreamsError};
 pub use graph::{InternalTopic, InternalTopicKind};
 pub use node::{Emitter, RawRecord, RecordCollector};
 pub use processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};
 pub use record::{Header, Headers, Record};
 pub use runtime::{ProcessingGuarantee, Streams, StreamsConfig, StreamsState};
-pub use backend::{Backend, EmbeddedBackend};
 pub use serdes::{Serde, SerdeError, SerdeRef, Serdes};
 pub use topology::{Subtopology, Topology};
 

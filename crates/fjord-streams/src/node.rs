@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::TaskId;
 use crate::error::{ErrorAction, StreamsError};
 use crate::graph::{Graph, NodeId};
 use crate::processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};
 use crate::record::{Headers, Record};
 use crate::serdes::{SerdeRef, deserialize_opt};
-use crate::TaskId;
 
 /// A fetched record as the runtime hands it to a task: raw key and value bytes, shared with the
 /// fetch buffer.
@@ -118,7 +118,12 @@ impl TaskContext {
         }
     }
 
-    pub(crate) fn schedule(&mut self, node: usize, interval: Duration, kind: PunctuationType) -> ScheduleId {
+    pub(crate) fn schedule(
+        &mut self,
+        node: usize,
+        interval: Duration,
+        kind: PunctuationType,
+    ) -> ScheduleId {
         let id = ScheduleId(self.next_schedule);
         self.next_schedule += 1;
         let interval = (interval.as_millis() as i64).max(1);
@@ -144,7 +149,8 @@ impl TaskContext {
         headers: &Headers,
         timestamp: i64,
     ) {
-        let result = self.collector.borrow_mut().send(topic, partition, key, value, headers, timestamp);
+        let result =
+            self.collector.borrow_mut().send(topic, partition, key, value, headers, timestamp);
         if let Err(e) = result {
             self.fail(e);
         }
@@ -160,9 +166,11 @@ impl TaskContext {
     /// handler says: stop, log and drop it, or send the source record to a dead-letter topic
     /// with the error in headers (KIP-1034's `__streams.errors.*`).
     pub(crate) fn record_error(&mut self, node: &str, deserialization: bool, error: String) {
-        let action = if deserialization { &self.errors.deserialization } else { &self.errors.processing };
+        let action =
+            if deserialization { &self.errors.deserialization } else { &self.errors.processing };
         let what = if deserialization { "deserialization" } else { "processing" };
-        let source = self.current.as_ref().map(|c| format!("{}-{}@{}", c.topic, c.partition, c.offset));
+        let source =
+            self.current.as_ref().map(|c| format!("{}-{}@{}", c.topic, c.partition, c.offset));
         match action.clone() {
             ErrorAction::Fail => self.fail(StreamsError::Record {
                 task: self.task_id,
@@ -174,7 +182,8 @@ impl TaskContext {
             ErrorAction::LogAndContinue => {
                 tracing::warn!(task = %self.task_id, node, source = ?source, error = %error, "{what} error: record skipped");
                 self.dropped_records += 1;
-                metrics::counter!("fjord_streams_dropped_records_total", "reason" => what).increment(1);
+                metrics::counter!("fjord_streams_dropped_records_total", "reason" => what)
+                    .increment(1);
             }
             ErrorAction::DeadLetter { topic } => {
                 let Some(current) = self.current.clone() else {
@@ -193,11 +202,22 @@ impl TaskContext {
                     .add("__streams.errors.message", Some(Bytes::from(error)))
                     .add("__streams.errors.node", Some(Bytes::from(node.to_string())))
                     .add("__streams.errors.topic", Some(Bytes::from(current.topic.to_string())))
-                    .add("__streams.errors.partition", Some(Bytes::from(current.partition.to_string())))
+                    .add(
+                        "__streams.errors.partition",
+                        Some(Bytes::from(current.partition.to_string())),
+                    )
                     .add("__streams.errors.offset", Some(Bytes::from(current.offset.to_string())));
-                self.send(&topic, None, current.key.as_deref(), current.value.as_deref(), &headers, current.timestamp);
+                self.send(
+                    &topic,
+                    None,
+                    current.key.as_deref(),
+                    current.value.as_deref(),
+                    &headers,
+                    current.timestamp,
+                );
                 self.dead_lettered += 1;
-                metrics::counter!("fjord_streams_dead_letter_records_total", "reason" => what).increment(1);
+                metrics::counter!("fjord_streams_dead_letter_records_total", "reason" => what)
+                    .increment(1);
             }
         }
     }
@@ -225,11 +245,17 @@ pub(crate) type LifeRef = Rc<RefCell<dyn Lifecycle>>;
 pub(crate) type SourceRef = Rc<RefCell<dyn RawSource>>;
 
 /// Builds a node of a task, given the task's instantiator and the node's id.
-pub(crate) type NodeFactory<K, V> =
-    Box<dyn Fn(&mut Instantiator<'_>, NodeId) -> Result<(NodeRef<K, V>, LifeRef), StreamsError> + Send + Sync>;
+pub(crate) type NodeFactory<K, V> = Box<
+    dyn Fn(&mut Instantiator<'_>, NodeId) -> Result<(NodeRef<K, V>, LifeRef), StreamsError>
+        + Send
+        + Sync,
+>;
 /// Builds a source node of a task.
-pub(crate) type SourceFactory =
-    Box<dyn Fn(&mut Instantiator<'_>, NodeId) -> Result<(SourceRef, LifeRef), StreamsError> + Send + Sync>;
+pub(crate) type SourceFactory = Box<
+    dyn Fn(&mut Instantiator<'_>, NodeId) -> Result<(SourceRef, LifeRef), StreamsError>
+        + Send
+        + Sync,
+>;
 
 /// Both handles of a new node.
 pub(crate) fn wrap<K, V, T: Node<K, V> + Lifecycle + 'static>(node: T) -> (NodeRef<K, V>, LifeRef) {
@@ -294,17 +320,22 @@ impl<'g> Instantiator<'g> {
     }
 
     /// The node `id` of this task, built on first use.
-    pub(crate) fn node<K: 'static, V: 'static>(&mut self, id: NodeId) -> Result<NodeRef<K, V>, StreamsError> {
+    pub(crate) fn node<K: 'static, V: 'static>(
+        &mut self,
+        id: NodeId,
+    ) -> Result<NodeRef<K, V>, StreamsError> {
         if let Some(built) = self.built.get(&id) {
-            return built
-                .downcast_ref::<NodeRef<K, V>>()
-                .cloned()
-                .ok_or_else(|| StreamsError::Topology(format!("node {id} was built with other types")));
+            return built.downcast_ref::<NodeRef<K, V>>().cloned().ok_or_else(|| {
+                StreamsError::Topology(format!("node {id} was built with other types"))
+            });
         }
         let graph = self.graph;
         let node = graph.node(id)?;
         let factory = node.factory.downcast_ref::<NodeFactory<K, V>>().ok_or_else(|| {
-            StreamsError::Topology(format!("node `{}` does not take the record types its parent sends", node.name))
+            StreamsError::Topology(format!(
+                "node `{}` does not take the record types its parent sends",
+                node.name
+            ))
         })?;
         let (built, life) = factory(self, id)?;
         self.built.insert(id, Box::new(built.clone()));
@@ -313,7 +344,10 @@ impl<'g> Instantiator<'g> {
     }
 
     /// The children of node `id`, built.
-    pub(crate) fn children<K: 'static, V: 'static>(&mut self, id: NodeId) -> Result<Children<K, V>, StreamsError> {
+    pub(crate) fn children<K: 'static, V: 'static>(
+        &mut self,
+        id: NodeId,
+    ) -> Result<Children<K, V>, StreamsError> {
         let graph = self.graph;
         let mut nodes = Vec::new();
         for &child in &graph.node(id)?.children {
@@ -327,10 +361,9 @@ impl<'g> Instantiator<'g> {
     pub(crate) fn source(&mut self, id: NodeId) -> Result<SourceRef, StreamsError> {
         let graph = self.graph;
         let node = graph.node(id)?;
-        let factory = node
-            .factory
-            .downcast_ref::<SourceFactory>()
-            .ok_or_else(|| StreamsError::Topology(format!("node `{}` is not a source", node.name)))?;
+        let factory = node.factory.downcast_ref::<SourceFactory>().ok_or_else(|| {
+            StreamsError::Topology(format!("node `{}` is not a source", node.name))
+        })?;
         let (source, life) = factory(self, id)?;
         self.lifecycles.push((id, life));
         Ok(source)
@@ -443,10 +476,13 @@ impl<K: Clone + 'static, V: Clone + 'static> RawSource for SourceNode<K, V> {
 
 impl<K, V> Lifecycle for SourceNode<K, V> {}
 
+/// Picks the topic of a record (Kafka's `TopicNameExtractor`).
+pub(crate) type TopicExtractor<K, V> = Arc<dyn Fn(&K, &V) -> String + Send + Sync>;
+
 /// Where a sink writes.
 pub(crate) enum SinkTopic<K, V> {
     Fixed(Arc<str>),
-    Dynamic(Arc<dyn Fn(&K, &V) -> String + Send + Sync>),
+    Dynamic(TopicExtractor<K, V>),
 }
 
 /// Serializes records and hands them to the collector.
@@ -507,14 +543,18 @@ pub(crate) struct ProcessorNode<KIn, VIn, KOut, VOut, P> {
     pub(crate) _types: std::marker::PhantomData<fn(KIn, VIn)>,
 }
 
-impl<KIn, VIn, KOut, VOut, P: Processor<KIn, VIn, KOut, VOut>> Node<KIn, VIn> for ProcessorNode<KIn, VIn, KOut, VOut, P> {
+impl<KIn, VIn, KOut, VOut, P: Processor<KIn, VIn, KOut, VOut>> Node<KIn, VIn>
+    for ProcessorNode<KIn, VIn, KOut, VOut, P>
+{
     fn process(&mut self, ctx: &mut TaskContext, record: Record<KIn, VIn>) {
         let mut pctx = ProcessorContext { task: ctx, children: &self.children, node: self.node };
         self.processor.process(&mut pctx, record);
     }
 }
 
-impl<KIn, VIn, KOut, VOut, P: Processor<KIn, VIn, KOut, VOut>> Lifecycle for ProcessorNode<KIn, VIn, KOut, VOut, P> {
+impl<KIn, VIn, KOut, VOut, P: Processor<KIn, VIn, KOut, VOut>> Lifecycle
+    for ProcessorNode<KIn, VIn, KOut, VOut, P>
+{
     fn init(&mut self, ctx: &mut TaskContext) {
         let mut pctx = ProcessorContext { task: ctx, children: &self.children, node: self.node };
         self.processor.init(&mut pctx);

@@ -44,7 +44,12 @@ pub trait Processor<KIn, VIn, KOut, VOut>: 'static {
     fn process(&mut self, ctx: &mut ProcessorContext<'_, KOut, VOut>, record: Record<KIn, VIn>);
 
     /// Called when a scheduled punctuation is due, with the stream or wall-clock time.
-    fn punctuate(&mut self, ctx: &mut ProcessorContext<'_, KOut, VOut>, schedule: ScheduleId, timestamp: i64) {
+    fn punctuate(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, KOut, VOut>,
+        schedule: ScheduleId,
+        timestamp: i64,
+    ) {
         let _ = (ctx, schedule, timestamp);
     }
 

@@ -22,7 +22,11 @@ impl Headers {
     }
 
     /// Adds a header at the end.
-    pub fn add(&mut self, key: impl Into<Arc<str>>, value: Option<impl Into<bytes::Bytes>>) -> &mut Self {
+    pub fn add(
+        &mut self,
+        key: impl Into<Arc<str>>,
+        value: Option<impl Into<bytes::Bytes>>,
+    ) -> &mut Self {
         self.0.push(Header { key: key.into(), value: value.map(Into::into) });
         self
     }
@@ -61,7 +65,10 @@ impl Headers {
         Headers(
             headers
                 .iter()
-                .map(|h| Header { key: Arc::from(h.key), value: h.value.map(bytes::Bytes::copy_from_slice) })
+                .map(|h| Header {
+                    key: Arc::from(h.key),
+                    value: h.value.map(bytes::Bytes::copy_from_slice),
+                })
                 .collect(),
         )
     }

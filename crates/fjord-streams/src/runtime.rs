@@ -20,14 +20,16 @@ use fjord_log::TopicPartition;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::backend::{Backend, ConsumerSpec, ProducerSpec, StreamConsumer, StreamProducer, TopicSpec};
+use crate::TaskId;
+use crate::backend::{
+    Backend, ConsumerSpec, ProducerSpec, StreamConsumer, StreamProducer, TopicSpec,
+};
 use crate::error::{ErrorAction, StreamsError};
 use crate::graph::InternalTopicKind;
 use crate::node::{CollectorRef, ErrorPolicy, RecordCollector};
 use crate::record::Headers;
 use crate::task::Task;
 use crate::topology::Topology;
-use crate::TaskId;
 
 /// The processing guarantee (`processing.guarantee`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,18 +129,30 @@ pub struct Streams {
 
 impl std::fmt::Debug for Streams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Streams").field("application_id", &self.shared.config.application_id).finish()
+        f.debug_struct("Streams")
+            .field("application_id", &self.shared.config.application_id)
+            .finish()
     }
 }
 
 impl Streams {
     /// An application running `topology` on `backend`.
-    pub fn new(topology: Topology, backend: Arc<dyn Backend>, config: StreamsConfig) -> Result<Self, StreamsError> {
+    pub fn new(
+        topology: Topology,
+        backend: Arc<dyn Backend>,
+        config: StreamsConfig,
+    ) -> Result<Self, StreamsError> {
         if config.application_id.is_empty() {
-            return Err(StreamsError::Config { name: "application.id", reason: "must not be empty".into() });
+            return Err(StreamsError::Config {
+                name: "application.id",
+                reason: "must not be empty".into(),
+            });
         }
         if config.num_stream_threads == 0 {
-            return Err(StreamsError::Config { name: "num.stream.threads", reason: "must be at least 1".into() });
+            return Err(StreamsError::Config {
+                name: "num.stream.threads",
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(Streams {
             shared: Arc::new(Shared {
@@ -169,7 +183,9 @@ impl Streams {
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || run_thread(shared, index, name))
-                .map_err(|e| StreamsError::IllegalState(format!("cannot start a stream thread: {e}")))?;
+                .map_err(|e| {
+                    StreamsError::IllegalState(format!("cannot start a stream thread: {e}"))
+                })?;
             self.threads.push(handle);
         }
         Ok(())
@@ -203,9 +219,13 @@ impl Streams {
                 let count = match topic.partitions {
                     Some(n) => Some(n),
                     None => {
-                        let writer = topology.subtopologies().iter().find(|s| s.sink_topics.contains(&topic.name));
+                        let writer = topology
+                            .subtopologies()
+                            .iter()
+                            .find(|s| s.sink_topics.contains(&topic.name));
                         writer.and_then(|s| {
-                            let known: Option<Vec<u32>> = s.source_topics.iter().map(|t| counts.get(t).copied()).collect();
+                            let known: Option<Vec<u32>> =
+                                s.source_topics.iter().map(|t| counts.get(t).copied()).collect();
                             known.and_then(|k| k.into_iter().max())
                         })
                     }
@@ -218,16 +238,25 @@ impl Streams {
         let mut specs = Vec::new();
         for topic in &internal {
             let partitions = *counts.get(&topic.name).ok_or_else(|| {
-                StreamsError::Topology(format!("cannot work out the partition count of internal topic `{}`", topic.name))
+                StreamsError::Topology(format!(
+                    "cannot work out the partition count of internal topic `{}`",
+                    topic.name
+                ))
             })?;
             let configs = match topic.kind {
                 InternalTopicKind::Repartition => BTreeMap::from([
                     ("cleanup.policy".to_string(), "delete".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
                 ]),
-                InternalTopicKind::Changelog => BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+                InternalTopicKind::Changelog => {
+                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
+                }
             };
-            specs.push(TopicSpec { name: topology.resolve_topic(app, &topic.name), partitions, configs });
+            specs.push(TopicSpec {
+                name: topology.resolve_topic(app, &topic.name),
+                partitions,
+                configs,
+            });
         }
         shared.backend.ensure_topics(&specs).await
     }
@@ -238,13 +267,23 @@ impl Streams {
     }
 
     /// Waits until the application reaches `state` (or fails), up to `timeout`.
-    pub async fn wait_for_state(&self, state: StreamsState, timeout: Duration) -> Result<(), StreamsError> {
+    pub async fn wait_for_state(
+        &self,
+        state: StreamsState,
+        timeout: Duration,
+    ) -> Result<(), StreamsError> {
         let mut rx = self.shared.state.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|s| *s == state || *s == StreamsState::Error)).await;
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| *s == state || *s == StreamsState::Error),
+        )
+        .await;
         match waited {
             Ok(Ok(s)) if *s == state => Ok(()),
             Ok(_) => Err(self.failure()),
-            Err(_) => Err(StreamsError::IllegalState(format!("the application did not reach {state:?} within {timeout:?}"))),
+            Err(_) => Err(StreamsError::IllegalState(format!(
+                "the application did not reach {state:?} within {timeout:?}"
+            ))),
         }
     }
 
@@ -284,9 +323,16 @@ impl Streams {
         .await
         .map_err(|e| StreamsError::IllegalState(format!("joining stream threads failed: {e}")))?;
         let failed = self.shared.error.lock().clone();
-        self.shared.state.send_replace(if failed.is_some() { StreamsState::Error } else { StreamsState::NotRunning });
+        self.shared.state.send_replace(if failed.is_some() {
+            StreamsState::Error
+        } else {
+            StreamsState::NotRunning
+        });
         match failed {
-            Some(message) => Err(StreamsError::ThreadFailed { thread: self.shared.config.application_id.clone(), message }),
+            Some(message) => Err(StreamsError::ThreadFailed {
+                thread: self.shared.config.application_id.clone(),
+                message,
+            }),
             None => Ok(()),
         }
     }
@@ -300,7 +346,9 @@ impl Drop for Streams {
 
 /// The collector of a thread's tasks: the thread's producer.
 struct ProducerCollector {
-    producer: Box<dyn StreamProducer>,
+    /// Taken out by the thread while it awaits the producer (flush, commit), so no borrow of
+    /// the collector is held across an await.
+    producer: Option<Box<dyn StreamProducer>>,
     /// Exactly-once: whether the current transaction has begun.
     in_transaction: bool,
     transactional: bool,
@@ -317,14 +365,22 @@ impl RecordCollector for ProducerCollector {
         timestamp: i64,
     ) -> Result<(), StreamsError> {
         if self.transactional && !self.in_transaction {
-            self.producer.begin_transaction()?;
+            self.producer()?.begin_transaction()?;
             self.in_transaction = true;
         }
-        self.producer.send(topic, partition, key, value, headers, timestamp)
+        self.producer()?.send(topic, partition, key, value, headers, timestamp)
     }
 
     fn partition_count(&mut self, topic: &str) -> Result<u32, StreamsError> {
-        self.producer.partition_count(topic)
+        self.producer()?.partition_count(topic)
+    }
+}
+
+impl ProducerCollector {
+    fn producer(&mut self) -> Result<&mut Box<dyn StreamProducer>, StreamsError> {
+        self.producer
+            .as_mut()
+            .ok_or_else(|| StreamsError::IllegalState("the thread's producer is in use".into()))
     }
 }
 
@@ -332,7 +388,11 @@ fn run_thread(shared: Arc<Shared>, index: usize, name: String) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            fail(&shared, &name, StreamsError::IllegalState(format!("cannot start the thread's runtime: {e}")));
+            fail(
+                &shared,
+                &name,
+                StreamsError::IllegalState(format!("cannot start the thread's runtime: {e}")),
+            );
             return;
         }
     };
@@ -394,9 +454,20 @@ impl StreamThread {
         if exactly_once {
             producer.init_transactions().await?;
         }
-        let collector = Rc::new(RefCell::new(ProducerCollector { producer, in_transaction: false, transactional: exactly_once }));
-        let mut thread =
-            StreamThread { shared: shared.clone(), index, name, consumer, collector, tasks: BTreeMap::new(), last_commit: Instant::now() };
+        let collector = Rc::new(RefCell::new(ProducerCollector {
+            producer: Some(producer),
+            in_transaction: false,
+            transactional: exactly_once,
+        }));
+        let mut thread = StreamThread {
+            shared: shared.clone(),
+            index,
+            name,
+            consumer,
+            collector,
+            tasks: BTreeMap::new(),
+            last_commit: Instant::now(),
+        };
         let result = thread.run_loop().await;
         let closed = thread.shutdown(result.is_ok()).await;
         result.and(closed)
@@ -417,7 +488,10 @@ impl StreamThread {
             let records = self.consumer.poll(timeout).await?;
             self.reconcile_tasks(&app)?;
             for record in records {
-                let Some(subtopology) = self.shared.topology.subtopology_of(&app, &record.topic) else { continue };
+                let Some(subtopology) = self.shared.topology.subtopology_of(&app, &record.topic)
+                else {
+                    continue;
+                };
                 let id = TaskId { subtopology, partition: record.partition };
                 if let Some(task) = self.tasks.get_mut(&id) {
                     let tp = TopicPartition::new(record.topic.clone(), record.partition);
@@ -462,7 +536,8 @@ impl StreamThread {
                 wanted.insert(TaskId { subtopology, partition: tp.partition });
             }
         }
-        let gone: Vec<TaskId> = self.tasks.keys().filter(|id| !wanted.contains(id)).copied().collect();
+        let gone: Vec<TaskId> =
+            self.tasks.keys().filter(|id| !wanted.contains(id)).copied().collect();
         for id in gone {
             if let Some(mut task) = self.tasks.remove(&id) {
                 tracing::info!(thread = %self.name, task = %id, "closing revoked task");
@@ -488,10 +563,24 @@ impl StreamThread {
         if !assignment.is_empty() || !self.consumer.rebalance_pending() {
             running.insert(self.index);
         }
-        if running.len() == self.shared.config.num_stream_threads && *self.shared.state.borrow() == StreamsState::Rebalancing {
+        if running.len() == self.shared.config.num_stream_threads
+            && *self.shared.state.borrow() == StreamsState::Rebalancing
+        {
             self.shared.state.send_replace(StreamsState::Running);
         }
         Ok(())
+    }
+
+    fn take_producer(&self) -> Result<Box<dyn StreamProducer>, StreamsError> {
+        self.collector
+            .borrow_mut()
+            .producer
+            .take()
+            .ok_or_else(|| StreamsError::IllegalState("the thread's producer is in use".into()))
+    }
+
+    fn return_producer(&self, producer: Box<dyn StreamProducer>) {
+        self.collector.borrow_mut().producer = Some(producer);
     }
 
     /// At-least-once: flush the outputs, then commit the inputs. Exactly-once: the consumed
@@ -501,34 +590,41 @@ impl StreamThread {
         let offsets: Vec<(TopicPartition, i64)> =
             self.tasks.values().filter(|t| t.dirty).flat_map(|t| t.committable_offsets()).collect();
         let started = Instant::now();
-        let mut collector = self.collector.borrow_mut();
-        if collector.transactional {
-            if offsets.is_empty() && !collector.in_transaction {
-                return Ok(());
-            }
-            if !collector.in_transaction {
-                collector.producer.begin_transaction()?;
-                collector.in_transaction = true;
-            }
-            let group = self
-                .consumer
-                .group_metadata()
-                .ok_or_else(|| StreamsError::IllegalState("no group metadata for a transactional commit".into()))?;
-            collector.producer.send_offsets_to_transaction(&offsets, &group).await?;
-            collector.producer.commit_transaction().await?;
-            collector.in_transaction = false;
-        } else {
-            collector.producer.flush().await?;
-            if !offsets.is_empty() {
-                self.consumer.commit(&offsets).await?;
+        let (transactional, in_transaction) = {
+            let c = self.collector.borrow();
+            (c.transactional, c.in_transaction)
+        };
+        if transactional && offsets.is_empty() && !in_transaction {
+            return Ok(());
+        }
+        let mut producer = self.take_producer()?;
+        let result = async {
+            if transactional {
+                if !in_transaction {
+                    producer.begin_transaction()?;
+                }
+                let group = self.consumer.group_metadata().ok_or_else(|| {
+                    StreamsError::IllegalState(
+                        "no group metadata for a transactional commit".into(),
+                    )
+                })?;
+                producer.send_offsets_to_transaction(&offsets, &group).await?;
+                producer.commit_transaction().await
+            } else {
+                producer.flush().await?;
+                if offsets.is_empty() { Ok(()) } else { self.consumer.commit(&offsets).await }
             }
         }
-        drop(collector);
+        .await;
+        self.return_producer(producer);
+        result?;
+        self.collector.borrow_mut().in_transaction = false;
         for task in self.tasks.values_mut() {
             task.dirty = false;
         }
         self.shared.committed.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("fjord_streams_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("fjord_streams_commit_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -541,16 +637,15 @@ impl StreamThread {
             task.close();
         }
         self.tasks.clear();
-        {
-            let mut collector = self.collector.borrow_mut();
-            if collector.in_transaction {
-                let _ = collector.producer.abort_transaction().await;
-                collector.in_transaction = false;
-            }
-            if let Err(e) = collector.producer.close().await {
-                result = result.and(Err(e));
-            }
+        let in_transaction = std::mem::take(&mut self.collector.borrow_mut().in_transaction);
+        let mut producer = self.take_producer()?;
+        if in_transaction {
+            let _ = producer.abort_transaction().await;
         }
+        if let Err(e) = producer.close().await {
+            result = result.and(Err(e));
+        }
+        self.return_producer(producer);
         if let Err(e) = self.consumer.close().await {
             result = result.and(Err(e));
         }
@@ -560,5 +655,7 @@ impl StreamThread {
 }
 
 fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -35,7 +35,9 @@ pub enum SerdeError {
         reason: String,
     },
     /// A null key or value for a type that has no null; use `Serdes::option` for nullable data.
-    #[error("{serde}: got null, but the type has no null value: use Serdes::option(..) for nullable keys or values")]
+    #[error(
+        "{serde}: got null, but the type has no null value: use Serdes::option(..) for nullable keys or values"
+    )]
     Null {
         /// The serde.
         serde: &'static str,
@@ -70,7 +72,10 @@ pub trait Serde<T>: Send + Sync + 'static {
 pub type SerdeRef<T> = Arc<dyn Serde<T>>;
 
 /// Reads an optional byte slice (a record key or value) with a serde.
-pub fn deserialize_opt<T: 'static>(serde: &dyn Serde<T>, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
+pub fn deserialize_opt<T: 'static>(
+    serde: &dyn Serde<T>,
+    bytes: Option<&[u8]>,
+) -> Result<T, SerdeError> {
     match bytes {
         Some(bytes) => serde.deserialize(bytes),
         None => serde.deserialize_null(),
@@ -151,10 +156,15 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Serde<T> for J
         "json"
     }
     fn serialize(&self, value: &T, out: &mut Vec<u8>) -> Result<(), SerdeError> {
-        serde_json::to_writer(out, value).map_err(|e| SerdeError::Serialize { serde: "json", reason: e.to_string() })
+        serde_json::to_writer(out, value)
+            .map_err(|e| SerdeError::Serialize { serde: "json", reason: e.to_string() })
     }
     fn deserialize(&self, bytes: &[u8]) -> Result<T, SerdeError> {
-        serde_json::from_slice(bytes).map_err(|e| SerdeError::Deserialize { serde: "json", len: bytes.len(), reason: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| SerdeError::Deserialize {
+            serde: "json",
+            len: bytes.len(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -175,7 +185,11 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Serde<T> for B
         }
     }
     fn deserialize(&self, bytes: &[u8]) -> Result<T, SerdeError> {
-        postcard::from_bytes(bytes).map_err(|e| SerdeError::Deserialize { serde: "binary", len: bytes.len(), reason: e.to_string() })
+        postcard::from_bytes(bytes).map_err(|e| SerdeError::Deserialize {
+            serde: "binary",
+            len: bytes.len(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -190,8 +204,11 @@ impl Serde<String> for StringSerde {
         Ok(())
     }
     fn deserialize(&self, bytes: &[u8]) -> Result<String, SerdeError> {
-        String::from_utf8(bytes.to_vec())
-            .map_err(|e| SerdeError::Deserialize { serde: "string", len: bytes.len(), reason: e.to_string() })
+        String::from_utf8(bytes.to_vec()).map_err(|e| SerdeError::Deserialize {
+            serde: "string",
+            len: bytes.len(),
+            reason: e.to_string(),
+        })
     }
 }
 

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use fjord_log::TopicPartition;
 
+use crate::TaskId;
 use crate::error::StreamsError;
 use crate::graph::NodeId;
 use crate::node::{LifeRef, RawRecord, SourceRef, TaskContext};
 use crate::processor::PunctuationType;
-use crate::TaskId;
 
 /// One task.
 pub(crate) struct Task {
@@ -64,7 +64,11 @@ impl Task {
     }
 
     /// Queues fetched records of one input partition.
-    pub(crate) fn add_records(&mut self, tp: &TopicPartition, records: impl IntoIterator<Item = RawRecord>) {
+    pub(crate) fn add_records(
+        &mut self,
+        tp: &TopicPartition,
+        records: impl IntoIterator<Item = RawRecord>,
+    ) {
         let queue = match self.queues.iter_mut().position(|(q, _)| q == tp) {
             Some(i) => &mut self.queues[i].1,
             None => {
@@ -104,13 +108,22 @@ impl Task {
         Ok(done)
     }
 
-    fn process_record(&mut self, tp: &TopicPartition, record: RawRecord) -> Result<(), StreamsError> {
+    fn process_record(
+        &mut self,
+        tp: &TopicPartition,
+        record: RawRecord,
+    ) -> Result<(), StreamsError> {
         let source = self
             .sources
             .iter()
             .find(|(topic, _)| **topic == *record.topic)
             .map(|(_, s)| s.clone())
-            .ok_or_else(|| StreamsError::IllegalState(format!("task {} has no source for topic {}", self.id, record.topic)))?;
+            .ok_or_else(|| {
+                StreamsError::IllegalState(format!(
+                    "task {} has no source for topic {}",
+                    self.id, record.topic
+                ))
+            })?;
         let offset = record.offset;
         if record.timestamp > self.ctx.stream_time {
             self.ctx.stream_time = record.timestamp;

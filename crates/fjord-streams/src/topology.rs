@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use crate::TaskId;
 use crate::error::StreamsError;
 use crate::graph::{Graph, InternalTopic, NodeId, NodeKind};
 use crate::node::{CollectorRef, ErrorPolicy, Instantiator, SourceRef, TaskContext};
 use crate::task::Task;
-use crate::TaskId;
 
 /// One sub-topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +99,11 @@ impl Topology {
         }
         let mut subtopologies = Vec::new();
         for (i, nodes) in groups.into_values().enumerate() {
-            let sources: Vec<NodeId> =
-                nodes.iter().copied().filter(|&id| matches!(graph.nodes[id].kind, NodeKind::Source { .. })).collect();
+            let sources: Vec<NodeId> = nodes
+                .iter()
+                .copied()
+                .filter(|&id| matches!(graph.nodes[id].kind, NodeKind::Source { .. }))
+                .collect();
             let source_topics: Vec<String> = sources
                 .iter()
                 .flat_map(|&id| match &graph.nodes[id].kind {
@@ -116,7 +119,10 @@ impl Topology {
                 })
                 .collect();
             if sources.is_empty() {
-                errors.push(format!("nodes {:?} are not connected to any source", nodes.iter().map(|&id| &graph.nodes[id].name).collect::<Vec<_>>()));
+                errors.push(format!(
+                    "nodes {:?} are not connected to any source",
+                    nodes.iter().map(|&id| &graph.nodes[id].name).collect::<Vec<_>>()
+                ));
             }
             for topic in &sink_topics {
                 if source_topics.contains(topic) {
@@ -125,7 +131,13 @@ impl Topology {
                     ));
                 }
             }
-            subtopologies.push(Subtopology { id: i as u32, nodes, sources, source_topics, sink_topics });
+            subtopologies.push(Subtopology {
+                id: i as u32,
+                nodes,
+                sources,
+                source_topics,
+                sink_topics,
+            });
         }
         if !errors.is_empty() {
             return Err(StreamsError::Topology(errors.join("; ")));
@@ -165,7 +177,9 @@ impl Topology {
     pub fn subtopology_of(&self, application_id: &str, topic: &str) -> Option<u32> {
         self.subtopologies
             .iter()
-            .find(|s| s.source_topics.iter().any(|t| self.graph.resolve_topic(application_id, t) == topic))
+            .find(|s| {
+                s.source_topics.iter().any(|t| self.graph.resolve_topic(application_id, t) == topic)
+            })
             .map(|s| s.id)
     }
 
@@ -205,18 +219,37 @@ impl Topology {
                 let node = &self.graph.nodes[id];
                 match &node.kind {
                     NodeKind::Source { topics } => {
-                        let _ = writeln!(out, "    Source: {} (topics: [{}])", node.name, topics.join(", "));
+                        let _ = writeln!(
+                            out,
+                            "    Source: {} (topics: [{}])",
+                            node.name,
+                            topics.join(", ")
+                        );
                     }
                     NodeKind::Processor => {
-                        let _ = writeln!(out, "    Processor: {} (stores: [{}])", node.name, node.stores.join(", "));
+                        let _ = writeln!(
+                            out,
+                            "    Processor: {} (stores: [{}])",
+                            node.name,
+                            node.stores.join(", ")
+                        );
                     }
                     NodeKind::Sink { topic } => {
                         let topic = topic.as_deref().unwrap_or("<chosen per record>");
                         let _ = writeln!(out, "    Sink: {} (topic: {topic})", node.name);
                     }
                 }
-                let names = |ids: &[NodeId]| ids.iter().map(|&i| self.graph.nodes[i].name.as_str()).collect::<Vec<_>>().join(", ");
-                let _ = writeln!(out, "      --> {}", if node.children.is_empty() { "none".into() } else { names(&node.children) });
+                let names = |ids: &[NodeId]| {
+                    ids.iter()
+                        .map(|&i| self.graph.nodes[i].name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    out,
+                    "      --> {}",
+                    if node.children.is_empty() { "none".into() } else { names(&node.children) }
+                );
                 if !node.parents.is_empty() {
                     let _ = writeln!(out, "      <-- {}", names(&node.parents));
                 }
@@ -227,11 +260,18 @@ impl Topology {
 
     /// The topology as a Graphviz DOT digraph: a cluster per sub-topology, topics as ellipses.
     pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph topology {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
+        let mut out = String::from(
+            "digraph topology {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n",
+        );
         let quote = |s: &str| format!("\"{}\"", s.replace('"', "\\\""));
         let mut topics = BTreeSet::new();
         for sub in &self.subtopologies {
-            let _ = writeln!(out, "  subgraph cluster_{} {{\n    label={};", sub.id, quote(&format!("Sub-topology {}", sub.id)));
+            let _ = writeln!(
+                out,
+                "  subgraph cluster_{} {{\n    label={};",
+                sub.id,
+                quote(&format!("Sub-topology {}", sub.id))
+            );
             for &id in &sub.nodes {
                 let node = &self.graph.nodes[id];
                 let _ = writeln!(out, "    {};", quote(&node.name));
@@ -240,25 +280,45 @@ impl Topology {
             for &id in &sub.nodes {
                 let node = &self.graph.nodes[id];
                 for &child in &node.children {
-                    let _ = writeln!(out, "  {} -> {};", quote(&node.name), quote(&self.graph.nodes[child].name));
+                    let _ = writeln!(
+                        out,
+                        "  {} -> {};",
+                        quote(&node.name),
+                        quote(&self.graph.nodes[child].name)
+                    );
                 }
                 match &node.kind {
                     NodeKind::Source { topics: ts } => {
                         for t in ts {
                             topics.insert(t.clone());
-                            let _ = writeln!(out, "  {} -> {};", quote(&format!("topic:{t}")), quote(&node.name));
+                            let _ = writeln!(
+                                out,
+                                "  {} -> {};",
+                                quote(&format!("topic:{t}")),
+                                quote(&node.name)
+                            );
                         }
                     }
                     NodeKind::Sink { topic: Some(t) } => {
                         topics.insert(t.clone());
-                        let _ = writeln!(out, "  {} -> {};", quote(&node.name), quote(&format!("topic:{t}")));
+                        let _ = writeln!(
+                            out,
+                            "  {} -> {};",
+                            quote(&node.name),
+                            quote(&format!("topic:{t}"))
+                        );
                     }
                     _ => {}
                 }
             }
         }
         for t in topics {
-            let _ = writeln!(out, "  {} [shape=ellipse, label={}];", quote(&format!("topic:{t}")), quote(&t));
+            let _ = writeln!(
+                out,
+                "  {} [shape=ellipse, label={}];",
+                quote(&format!("topic:{t}")),
+                quote(&t)
+            );
         }
         out.push_str("}\n");
         out

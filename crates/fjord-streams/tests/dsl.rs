@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use fjord_streams::{
-    Consumed, DriverConfig, ErrorAction, Processor, ProcessorContext, Produced, PunctuationType, Record,
-    Repartitioned, ScheduleId, Serdes, StreamsBuilder, StreamsError, TopologyTestDriver,
+    Consumed, DriverConfig, ErrorAction, Processor, ProcessorContext, Produced, PunctuationType,
+    Record, Repartitioned, ScheduleId, Serdes, StreamsBuilder, StreamsError, TopologyTestDriver,
 };
 
 fn strings() -> Consumed<String, String> {
@@ -48,7 +48,9 @@ fn map_flat_map_select_key_and_peek() {
         .peek(move |_, _| {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         })
-        .flat_map_values(|line: String| line.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+        .flat_map_values(|line: String| {
+            line.split_whitespace().map(str::to_string).collect::<Vec<_>>()
+        });
     words
         .select_key(|_, word| word.len() as i64)
         .to_with("by-length", Produced::with(Serdes::i64(), Serdes::string()));
@@ -61,7 +63,10 @@ fn map_flat_map_select_key_and_peek() {
     input.pipe_input("l1".into(), "the quick fox".into(), 5).unwrap();
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
     let by_length = d.output_topic("by-length", Serdes::i64(), Serdes::string());
-    assert_eq!(by_length.read_key_values().unwrap(), vec![(3, "the".into()), (5, "quick".into()), (3, "fox".into())]);
+    assert_eq!(
+        by_length.read_key_values().unwrap(),
+        vec![(3, "the".into()), (5, "quick".into()), (3, "fox".into())]
+    );
     let pairs = d.output_topic("pairs", Serdes::string(), Serdes::string());
     assert_eq!(pairs.queue_size(), 6);
     assert_eq!(pairs.read_key_value().unwrap(), Some(("the".into(), "l1:the".into())));
@@ -77,7 +82,10 @@ fn split_sends_each_record_to_the_first_matching_branch() {
         .branch("small", |_, v| *v < 10)
         .branch("medium", |_, v| *v < 100)
         .default_branch("large");
-    assert_eq!(branches.keys().cloned().collect::<Vec<_>>(), ["amount-large", "amount-medium", "amount-small"]);
+    assert_eq!(
+        branches.keys().cloned().collect::<Vec<_>>(),
+        ["amount-large", "amount-medium", "amount-small"]
+    );
     for (name, stream) in &branches {
         stream.to(name);
     }
@@ -97,13 +105,18 @@ fn merge_combines_streams_and_keeps_serdes() {
     let builder = StreamsBuilder::new();
     let a = builder.stream("a", strings());
     let b = builder.stream("b", strings());
-    a.merge(&b).map_values(|v| format!("<{v}>")).to_with("out", Produced::with(Serdes::string(), Serdes::string()));
+    a.merge(&b)
+        .map_values(|v| format!("<{v}>"))
+        .to_with("out", Produced::with(Serdes::string(), Serdes::string()));
     let d = driver(builder);
     let mut ia = d.input_topic("a", Serdes::string(), Serdes::string());
     let mut ib = d.input_topic("b", Serdes::string(), Serdes::string());
     ia.pipe_input("1".into(), "x".into(), 0).unwrap();
     ib.pipe_input("2".into(), "y".into(), 0).unwrap();
-    assert_eq!(d.output_topic("out", Serdes::string(), Serdes::string()).read_values().unwrap(), ["<x>", "<y>"]);
+    assert_eq!(
+        d.output_topic("out", Serdes::string(), Serdes::string()).read_values().unwrap(),
+        ["<x>", "<y>"]
+    );
 }
 
 #[test]
@@ -117,7 +130,10 @@ fn repartition_routes_through_an_internal_topic_and_keeps_every_record() {
     let topology = builder.build().unwrap();
     assert_eq!(topology.subtopologies().len(), 2);
     assert_eq!(topology.internal_topics()[0].name, "by-value-repartition");
-    let d = TopologyTestDriver::new(topology, DriverConfig { application_id: "app".into(), ..DriverConfig::default() });
+    let d = TopologyTestDriver::new(
+        topology,
+        DriverConfig { application_id: "app".into(), ..DriverConfig::default() },
+    );
     let mut input = d.input_topic("in", Serdes::string(), Serdes::string());
     for i in 0..100 {
         input.pipe_input(format!("k{i}"), format!("v{}", i % 7), i).unwrap();
@@ -132,7 +148,10 @@ fn build_reports_missing_serdes_name_clashes_and_loops() {
     let builder = StreamsBuilder::new();
     builder.stream("in", strings()).map_values(|v| v.len()).to("out");
     let err = builder.build().unwrap_err();
-    assert!(matches!(&err, StreamsError::Topology(m) if m.contains("has no key or value serde")), "{err}");
+    assert!(
+        matches!(&err, StreamsError::Topology(m) if m.contains("has no key or value serde")),
+        "{err}"
+    );
 
     let builder = StreamsBuilder::new();
     let s = builder.stream("in", strings());
@@ -156,7 +175,12 @@ fn build_reports_missing_serdes_name_clashes_and_loops() {
 #[test]
 fn describe_prints_kafka_style_text_and_dot() {
     let builder = StreamsBuilder::new();
-    builder.stream("input", strings()).filter(|_, _| true).select_key(|_, v| v.clone()).repartition().to("output");
+    builder
+        .stream("input", strings())
+        .filter(|_, _| true)
+        .select_key(|_, v| v.clone())
+        .repartition()
+        .to("output");
     let topology = builder.build().unwrap();
     let text = topology.describe();
     assert!(text.starts_with("Topologies:\n   Sub-topology: 0\n    Source: KSTREAM-SOURCE-0000000000 (topics: [input])\n      --> KSTREAM-FILTER-0000000001\n"), "{text}");
@@ -185,13 +209,20 @@ fn bad_records_fail_by_default_or_go_to_a_dead_letter_topic_with_headers() {
     let d = TopologyTestDriver::new(build(), DriverConfig::default());
     let mut input = d.input_topic("in", Serdes::string(), Serdes::bytes());
     let err = input.pipe_input("k".into(), b"{broken".to_vec(), 0).unwrap_err();
-    assert!(err.to_string().contains("deserialization error") && err.to_string().contains("in-0@0"), "{err}");
+    assert!(
+        err.to_string().contains("deserialization error") && err.to_string().contains("in-0@0"),
+        "{err}"
+    );
 
     // Dead letter: the original bytes, with the error in headers; good records go on.
     let dlq = ErrorAction::DeadLetter { topic: "dlq".into() };
     let d = TopologyTestDriver::new(
         build(),
-        DriverConfig { deserialization_errors: dlq.clone(), processing_errors: dlq, ..DriverConfig::default() },
+        DriverConfig {
+            deserialization_errors: dlq.clone(),
+            processing_errors: dlq,
+            ..DriverConfig::default()
+        },
     );
     let mut input = d.input_topic("in", Serdes::string(), Serdes::bytes());
     input.pipe_input("a".into(), b"{broken".to_vec(), 1).unwrap();
@@ -203,7 +234,10 @@ fn bad_records_fail_by_default_or_go_to_a_dead_letter_topic_with_headers() {
     let first = dead.read_raw().unwrap();
     assert_eq!(first.value.as_deref(), Some(&b"{broken"[..]));
     let header = |r: &fjord_streams::OutputRecord, k: &str| {
-        r.headers.last(k).and_then(|h| h.value.clone()).map(|v| String::from_utf8(v.to_vec()).unwrap())
+        r.headers
+            .last(k)
+            .and_then(|h| h.value.clone())
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
     };
     assert_eq!(header(&first, "__streams.errors.exception").as_deref(), Some("deserialization"));
     assert_eq!(header(&first, "__streams.errors.topic").as_deref(), Some("in"));
@@ -215,7 +249,10 @@ fn bad_records_fail_by_default_or_go_to_a_dead_letter_topic_with_headers() {
     // Log and continue: dropped and counted.
     let d = TopologyTestDriver::new(
         build(),
-        DriverConfig { deserialization_errors: ErrorAction::LogAndContinue, ..DriverConfig::default() },
+        DriverConfig {
+            deserialization_errors: ErrorAction::LogAndContinue,
+            ..DriverConfig::default()
+        },
     );
     let mut input = d.input_topic("in", Serdes::string(), Serdes::bytes());
     input.pipe_input("a".into(), b"nope".to_vec(), 1).unwrap();
@@ -235,7 +272,11 @@ impl Processor<String, i64, String, i64> for Summer {
         ctx.schedule(Duration::from_millis(100), PunctuationType::StreamTime);
     }
 
-    fn process(&mut self, ctx: &mut ProcessorContext<'_, String, i64>, record: Record<String, i64>) {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, String, i64>,
+        record: Record<String, i64>,
+    ) {
         *self.sums.entry(record.key.clone()).or_default() += record.value;
         let source = ctx.source().unwrap();
         let mut out = record.with_value(-1);
@@ -243,7 +284,12 @@ impl Processor<String, i64, String, i64> for Summer {
         ctx.forward(out);
     }
 
-    fn punctuate(&mut self, ctx: &mut ProcessorContext<'_, String, i64>, schedule: ScheduleId, timestamp: i64) {
+    fn punctuate(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, String, i64>,
+        schedule: ScheduleId,
+        timestamp: i64,
+    ) {
         if Some(schedule) == self.schedule {
             for (k, v) in &self.sums {
                 ctx.forward(Record::new(k.clone(), *v, timestamp));
@@ -290,7 +336,8 @@ fn timestamp_extractors_set_record_time_and_negative_ones_drop_the_record() {
     builder
         .stream(
             "in",
-            Consumed::with(Serdes::string(), Serdes::i64()).with_timestamp_extractor(|_, v, _, _| *v),
+            Consumed::with(Serdes::string(), Serdes::i64())
+                .with_timestamp_extractor(|_, v, _, _| *v),
         )
         .to("out");
     let d = driver(builder);

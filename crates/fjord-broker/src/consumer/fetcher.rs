@@ -10,12 +10,12 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fjord_log::TopicPartition;
 use fjord_log::producer_state::AbortedTxn;
 use fjord_log::record::{
-    BatchIter, Compression, ControlRecordType, EndTxnMarker, Headers,
-    MAX_DECOMPRESSED_BATCH_BYTES, RecordBatch, RecordError, TimestampType, decompress,
+    BatchIter, Compression, ControlRecordType, EndTxnMarker, Headers, MAX_DECOMPRESSED_BATCH_BYTES,
+    RecordBatch, RecordError, TimestampType, decompress,
 };
-use fjord_log::TopicPartition;
 
 /// A record handed to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,11 @@ impl CompletedFetch {
     }
 
     /// Decodes the next batch into `pending` (or skips it). Returns false at the end.
-    fn decode_next_batch(&mut self, tp: &TopicPartition, position: &mut i64) -> Result<bool, FetchDecodeError> {
+    fn decode_next_batch(
+        &mut self,
+        tp: &TopicPartition,
+        position: &mut i64,
+    ) -> Result<bool, FetchDecodeError> {
         let corrupt = |offset, source| FetchDecodeError { partition: tp.clone(), offset, source };
         let rest = &self.data[self.position..];
         if rest.is_empty() {

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-
 use fjord_log::TopicPartition;
 use fjord_log::topic::is_internal;
 use parking_lot::Mutex;
@@ -154,7 +153,9 @@ async fn revoke(consumer: &Consumer, partitions: Vec<TopicPartition>, lost: bool
             let state = inner.state.lock();
             partitions
                 .iter()
-                .filter_map(|tp| state.assignment.get(tp).and_then(|p| p.position).map(|o| (tp.clone(), o)))
+                .filter_map(|tp| {
+                    state.assignment.get(tp).and_then(|p| p.position).map(|o| (tp.clone(), o))
+                })
                 .collect()
         };
         if !offsets.is_empty()
@@ -223,7 +224,8 @@ pub(crate) async fn ensure_active_group(consumer: &Consumer, deadline: Instant) 
             }
         };
         membership.state.lock().joining = false;
-        let result = result.map_err(|e| BrokerError::IllegalState(format!("join task failed: {e}")))?;
+        let result =
+            result.map_err(|e| BrokerError::IllegalState(format!("join task failed: {e}")))?;
         match result {
             Ok(joined) => complete_join(consumer, joined).await?,
             Err(BrokerError::UnknownMemberId { .. }) => {
@@ -272,7 +274,9 @@ async fn prepare_join(consumer: &Consumer) -> Result<JoinTask> {
         (state.member_id.clone(), state.generation)
     };
     let task_inner = inner.clone();
-    Ok(tokio::spawn(async move { join_and_sync(&task_inner, member_id, generation, &topics, &owned).await }))
+    Ok(tokio::spawn(async move {
+        join_and_sync(&task_inner, member_id, generation, &topics, &owned).await
+    }))
 }
 
 /// Applies a completed join: revocations (cooperative), the new partitions, positions and the
@@ -289,7 +293,8 @@ async fn complete_join(consumer: &Consumer, joined: Joined) -> Result<()> {
     }
     let protocol = protocol_of(consumer);
     let new: BTreeSet<TopicPartition> = assignment.partitions.iter().cloned().collect();
-    let owned_now: BTreeSet<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
+    let owned_now: BTreeSet<TopicPartition> =
+        inner.state.lock().assignment.keys().cloned().collect();
     let revoked: Vec<TopicPartition> = owned_now.difference(&new).cloned().collect();
     let added: Vec<TopicPartition> = new.difference(&owned_now).cloned().collect();
     if !revoked.is_empty() {
@@ -310,7 +315,8 @@ async fn complete_join(consumer: &Consumer, joined: Joined) -> Result<()> {
         listener.on_partitions_assigned(consumer, &added).await;
     }
     start_heartbeat(consumer);
-    let assignment_now: Vec<TopicPartition> = inner.state.lock().assignment.keys().cloned().collect();
+    let assignment_now: Vec<TopicPartition> =
+        inner.state.lock().assignment.keys().cloned().collect();
     tracing::info!(group = %membership.group_id, member = %member_id, generation, assignment = ?assignment_now, "joined group");
     inner.events.emit(|| ClientEvent::GroupJoined {
         client_id: inner.config.client_id.clone(),
@@ -382,7 +388,9 @@ async fn join_and_sync(
     let assignment = if bytes.is_empty() {
         Assignment { partitions: Vec::new(), user_data: None }
     } else {
-        Assignment::decode(&bytes).map_err(|e| BrokerError::IllegalState(format!("bad assignment from the leader: {e}")))?
+        Assignment::decode(&bytes).map_err(|e| {
+            BrokerError::IllegalState(format!("bad assignment from the leader: {e}"))
+        })?
     };
     Ok((join.member_id, join.generation_id, join.leader, assignment, started))
 }
@@ -393,16 +401,19 @@ fn leader_assign(
     protocol: &str,
     members: &[crate::group::JoinedMember],
 ) -> Result<Vec<(String, bytes::Bytes)>> {
-    let assignor = inner
-        .config
-        .assignors
-        .iter()
-        .find(|a| a.name() == protocol)
-        .ok_or_else(|| BrokerError::IllegalState(format!("the group chose assignor `{protocol}`, which this member does not have")))?;
+    let assignor =
+        inner.config.assignors.iter().find(|a| a.name() == protocol).ok_or_else(|| {
+            BrokerError::IllegalState(format!(
+                "the group chose assignor `{protocol}`, which this member does not have"
+            ))
+        })?;
     let mut subscriptions = BTreeMap::new();
     for member in members {
         let subscription = MemberSubscription::decode(&member.metadata).map_err(|e| {
-            BrokerError::IllegalState(format!("member {} sent a bad subscription: {e}", member.member_id))
+            BrokerError::IllegalState(format!(
+                "member {} sent a bad subscription: {e}",
+                member.member_id
+            ))
         })?;
         subscriptions.insert(member.member_id.clone(), subscription);
     }
@@ -445,10 +456,15 @@ fn start_heartbeat(consumer: &Consumer) {
     }
     let weak = Arc::downgrade(inner);
     let signal = inner.broker.group_coordinator().rebalance_signal(&membership.group_id);
-    state.heartbeat = Some(tokio::spawn(heartbeat_loop(weak, signal, inner.config.heartbeat_interval)));
+    state.heartbeat =
+        Some(tokio::spawn(heartbeat_loop(weak, signal, inner.config.heartbeat_interval)));
 }
 
-async fn heartbeat_loop(weak: Weak<Inner>, mut signal: tokio::sync::watch::Receiver<u64>, interval: Duration) {
+async fn heartbeat_loop(
+    weak: Weak<Inner>,
+    mut signal: tokio::sync::watch::Receiver<u64>,
+    interval: Duration,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -462,19 +478,32 @@ async fn heartbeat_loop(weak: Weak<Inner>, mut signal: tokio::sync::watch::Recei
         let Some(membership) = &inner.membership else { return };
         let (member_id, generation, joining, last_poll) = {
             let state = membership.state.lock();
-            (state.member_id.clone(), state.generation, state.joining || !state.joined, state.last_poll)
+            (
+                state.member_id.clone(),
+                state.generation,
+                state.joining || !state.joined,
+                state.last_poll,
+            )
         };
         if joining {
             continue;
         }
         if last_poll.elapsed() > inner.config.max_poll_interval {
             tracing::warn!(group = %membership.group_id, member = %member_id, "max.poll.interval.ms exceeded: leaving the group");
-            let _ = inner.broker.group_coordinator().leave_group(&membership.group_id, &member_id).await;
+            let _ = inner
+                .broker
+                .group_coordinator()
+                .leave_group(&membership.group_id, &member_id)
+                .await;
             membership.state.lock().lost = true;
             inner.wake.notify_waiters();
             continue;
         }
-        match inner.broker.group_coordinator().heartbeat(&membership.group_id, &member_id, generation) {
+        match inner.broker.group_coordinator().heartbeat(
+            &membership.group_id,
+            &member_id,
+            generation,
+        ) {
             Ok(()) => inner.events.emit(|| ClientEvent::Heartbeat {
                 client_id: inner.config.client_id.clone(),
                 group_id: membership.group_id.clone(),

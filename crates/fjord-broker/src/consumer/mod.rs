@@ -39,8 +39,8 @@ use crate::error::{BrokerError, Result};
 use crate::events::{ClientEvent, Events};
 use crate::group::{OffsetAndMetadata, OffsetCommitRequest};
 pub use assignor::PartitionAssignor;
-pub use fetcher::ConsumerRecord;
 use fetcher::CompletedFetch;
+pub use fetcher::ConsumerRecord;
 use membership::Membership;
 
 /// Where to start when a partition has no committed offset (`auto.offset.reset`).
@@ -195,7 +195,10 @@ impl Consumer {
     /// A consumer on `broker`.
     pub fn new(broker: &Broker, config: ConsumerConfig) -> Result<Consumer> {
         if config.max_poll_records == 0 {
-            return Err(BrokerError::InvalidConfig { name: "max.poll.records", reason: "must be at least 1".into() });
+            return Err(BrokerError::InvalidConfig {
+                name: "max.poll.records",
+                reason: "must be at least 1".into(),
+            });
         }
         if config.heartbeat_interval >= config.session_timeout {
             return Err(BrokerError::InvalidConfig {
@@ -210,7 +213,9 @@ impl Consumer {
             });
         }
         let membership = match &config.group_id {
-            Some(group) if group.is_empty() => return Err(BrokerError::InvalidGroupId(group.clone())),
+            Some(group) if group.is_empty() => {
+                return Err(BrokerError::InvalidGroupId(group.clone()));
+            }
             Some(group) => Some(Membership::new(group.clone())),
             None => None,
         };
@@ -246,7 +251,9 @@ impl Consumer {
 
     fn group(&self) -> Result<&Membership> {
         self.inner.membership.as_ref().ok_or_else(|| {
-            BrokerError::IllegalState("this consumer has no group.id: set one to subscribe or commit".into())
+            BrokerError::IllegalState(
+                "this consumer has no group.id: set one to subscribe or commit".into(),
+            )
         })
     }
 
@@ -261,9 +268,8 @@ impl Consumer {
     /// now and as topics are created.
     pub fn subscribe_pattern(&self, pattern: &str) -> Result<()> {
         self.group()?;
-        let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| BrokerError::InvalidConfig {
-            name: "subscription pattern",
-            reason: e.to_string(),
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            BrokerError::InvalidConfig { name: "subscription pattern", reason: e.to_string() }
         })?;
         self.set_subscription(Subscription::Pattern(regex))
     }
@@ -297,7 +303,8 @@ impl Consumer {
         let mut state = self.inner.state.lock();
         if matches!(state.subscription, Subscription::Topics(_) | Subscription::Pattern(_)) {
             return Err(BrokerError::IllegalState(
-                "the consumer is subscribed: unsubscribe before assigning partitions by hand".into(),
+                "the consumer is subscribed: unsubscribe before assigning partitions by hand"
+                    .into(),
             ));
         }
         state.subscription = Subscription::Assigned;
@@ -421,12 +428,16 @@ impl Consumer {
     }
 
     fn is_subscribed(&self) -> bool {
-        matches!(self.inner.state.lock().subscription, Subscription::Topics(_) | Subscription::Pattern(_))
+        matches!(
+            self.inner.state.lock().subscription,
+            Subscription::Topics(_) | Subscription::Pattern(_)
+        )
     }
 
     fn topic_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
         let state = self.inner.state.lock();
-        let mut topics: BTreeSet<Arc<str>> = state.assignment.keys().map(|tp| tp.topic.clone()).collect();
+        let mut topics: BTreeSet<Arc<str>> =
+            state.assignment.keys().map(|tp| tp.topic.clone()).collect();
         if state.assignment.values().any(|p| p.position.is_none()) {
             // Waiting for a transaction to end: its markers land in __consumer_offsets.
             topics.insert(Arc::from(fjord_log::topic::CONSUMER_OFFSETS_TOPIC));
@@ -440,7 +451,12 @@ impl Consumer {
     async fn initialize_positions(&self) -> Result<()> {
         let missing: Vec<TopicPartition> = {
             let state = self.inner.state.lock();
-            state.assignment.iter().filter(|(_, p)| p.position.is_none()).map(|(tp, _)| tp.clone()).collect()
+            state
+                .assignment
+                .iter()
+                .filter(|(_, p)| p.position.is_none())
+                .map(|(tp, _)| tp.clone())
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());
@@ -547,7 +563,11 @@ impl Consumer {
                             .set(lag as f64);
                     }
                     if !data.records.is_empty() {
-                        p.fetched = Some(CompletedFetch::new(data.records, data.aborted_transactions, read_committed));
+                        p.fetched = Some(CompletedFetch::new(
+                            data.records,
+                            data.aborted_transactions,
+                            read_committed,
+                        ));
                     } else if let Some(next) = data.next_offset {
                         p.position = Some(next);
                     }
@@ -580,9 +600,9 @@ impl Consumer {
             }
             let Some(fetched) = &mut p.fetched else { continue };
             let Some(position) = &mut p.position else { continue };
-            let done = fetched
-                .drain(tp, position, max - out.len(), out)
-                .map_err(|e| BrokerError::Log(LogError::InvalidRecord { tp: e.partition, source: e.source }))?;
+            let done = fetched.drain(tp, position, max - out.len(), out).map_err(|e| {
+                BrokerError::Log(LogError::InvalidRecord { tp: e.partition, source: e.source })
+            })?;
             if done {
                 p.fetched = None;
             }
@@ -606,7 +626,11 @@ impl Consumer {
             match self.commit_sync().await {
                 Ok(()) => {}
                 // A rebalance is under way: the next poll rejoins and commits before revoking.
-                Err(BrokerError::RebalanceInProgress(_) | BrokerError::IllegalGeneration { .. } | BrokerError::UnknownMemberId { .. }) => {
+                Err(
+                    BrokerError::RebalanceInProgress(_)
+                    | BrokerError::IllegalGeneration { .. }
+                    | BrokerError::UnknownMemberId { .. },
+                ) => {
                     if let Some(m) = &self.inner.membership {
                         m.request_rejoin();
                     }
@@ -626,7 +650,11 @@ impl Consumer {
     /// The position of one assigned partition (the offset of the next record `poll` returns).
     pub fn position(&self, tp: &TopicPartition) -> Result<Option<i64>> {
         let state = self.inner.state.lock();
-        state.assignment.get(tp).map(|p| p.position).ok_or_else(|| BrokerError::NotAssigned(tp.clone()))
+        state
+            .assignment
+            .get(tp)
+            .map(|p| p.position)
+            .ok_or_else(|| BrokerError::NotAssigned(tp.clone()))
     }
 
     /// Commits the positions of all assigned partitions and waits (Kafka's `commitSync()`).
@@ -656,13 +684,22 @@ impl Consumer {
             offsets: offsets
                 .iter()
                 .map(|(tp, offset)| {
-                    (tp.clone(), OffsetAndMetadata { offset: *offset, leader_epoch: -1, metadata: String::new(), commit_timestamp: now })
+                    (
+                        tp.clone(),
+                        OffsetAndMetadata {
+                            offset: *offset,
+                            leader_epoch: -1,
+                            metadata: String::new(),
+                            commit_timestamp: now,
+                        },
+                    )
                 })
                 .collect(),
         };
         let started = Instant::now();
         self.inner.broker.group_coordinator().commit_offsets(request).await?;
-        metrics::histogram!("fjord_consumer_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("fjord_consumer_commit_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         self.inner.events.emit(|| ClientEvent::CommitOffsets {
             client_id: self.inner.config.client_id.clone(),
             group_id: group.group_id().to_string(),
@@ -679,9 +716,16 @@ impl Consumer {
     }
 
     /// The group's committed offsets for these partitions.
-    pub fn committed(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, i64>> {
+    pub fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         let group = self.group()?;
-        let offsets = self.inner.broker.group_coordinator().fetch_offsets(group.group_id(), Some(partitions))?;
+        let offsets = self
+            .inner
+            .broker
+            .group_coordinator()
+            .fetch_offsets(group.group_id(), Some(partitions))?;
         Ok(offsets.into_iter().map(|(tp, o)| (tp, o.offset)).collect())
     }
 
@@ -723,12 +767,21 @@ impl Consumer {
 
     /// The offsets of the first records at or after the timestamps (Kafka's
     /// `offsetsForTimes`); `None` where there is no such record.
-    pub fn offsets_for_times(&self, query: &[(TopicPartition, i64)]) -> Result<Vec<(TopicPartition, Option<(i64, i64)>)>> {
+    pub fn offsets_for_times(
+        &self,
+        query: &[(TopicPartition, i64)],
+    ) -> Result<Vec<(TopicPartition, Option<fjord_log::TimestampAndOffset>)>> {
         query
             .iter()
             .map(|(tp, ts)| {
                 let listed = self.inner.broker.list_offset(tp, OffsetSpec::Timestamp(*ts))?;
-                Ok((tp.clone(), (listed.timestamp >= 0).then_some((listed.offset, listed.timestamp))))
+                Ok((
+                    tp.clone(),
+                    (listed.timestamp >= 0).then_some(fjord_log::TimestampAndOffset {
+                        offset: listed.offset,
+                        timestamp: listed.timestamp,
+                    }),
+                ))
             })
             .collect()
     }
@@ -752,7 +805,11 @@ impl Consumer {
     fn set_paused(&self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
         let mut state = self.inner.state.lock();
         for tp in partitions {
-            state.assignment.get_mut(tp).ok_or_else(|| BrokerError::NotAssigned(tp.clone()))?.paused = paused;
+            state
+                .assignment
+                .get_mut(tp)
+                .ok_or_else(|| BrokerError::NotAssigned(tp.clone()))?
+                .paused = paused;
         }
         drop(state);
         self.inner.wake.notify_waiters();
@@ -765,7 +822,9 @@ impl Consumer {
         state
             .assignment
             .iter()
-            .filter_map(|(tp, p)| p.position.map(|pos| (tp.clone(), (p.high_watermark - pos).max(0))))
+            .filter_map(|(tp, p)| {
+                p.position.map(|pos| (tp.clone(), (p.high_watermark - pos).max(0)))
+            })
             .collect()
     }
 
@@ -790,7 +849,9 @@ impl Consumer {
         if let Some(m) = &self.inner.membership {
             m.stop();
         }
-        self.inner.events.emit(|| ClientEvent::Stopped { client_id: self.inner.config.client_id.clone() });
+        self.inner
+            .events
+            .emit(|| ClientEvent::Stopped { client_id: self.inner.config.client_id.clone() });
         Ok(())
     }
 }

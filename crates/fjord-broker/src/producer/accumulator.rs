@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use fjord_log::TopicPartition;
 use fjord_log::partitioner::partition_for_key;
 use fjord_log::record::{BatchOptions, RecordBatchBuilder};
-use fjord_log::TopicPartition;
 use parking_lot::Mutex;
 
 use super::{DeliveryFuture, ProducerRecord, Shared};
@@ -44,7 +44,11 @@ impl Completion {
 
     /// Polls for the outcome; `slot` remembers where this future's waker is registered so a
     /// re-poll replaces it instead of adding another.
-    pub(crate) fn poll_result(&self, cx: &mut Context<'_>, slot: &mut Option<usize>) -> Poll<BatchResult> {
+    pub(crate) fn poll_result(
+        &self,
+        cx: &mut Context<'_>,
+        slot: &mut Option<usize>,
+    ) -> Poll<BatchResult> {
         let mut state = self.state.lock();
         if let Some(result) = &state.result {
             return Poll::Ready(result.clone());
@@ -122,7 +126,11 @@ impl AccState {
 
     /// Closes the open batches that have waited `linger`; returns the earliest deadline of
     /// those still open.
-    pub(crate) fn close_expired(&mut self, now: Instant, linger: std::time::Duration) -> Option<Instant> {
+    pub(crate) fn close_expired(
+        &mut self,
+        now: Instant,
+        linger: std::time::Duration,
+    ) -> Option<Instant> {
         let mut closed = Vec::new();
         let mut next: Option<Instant> = None;
         for topic in self.topics.values_mut() {
@@ -185,14 +193,21 @@ impl AccState {
 
 /// Adds a record to its partition's open batch (closing the batch first if the record does not
 /// fit), and returns its delivery future.
-pub(crate) fn append(shared: &Shared, record: &ProducerRecord<'_>, size: usize) -> Result<DeliveryFuture> {
+pub(crate) fn append(
+    shared: &Shared,
+    record: &ProducerRecord<'_>,
+    size: usize,
+) -> Result<DeliveryFuture> {
     let config = &shared.config;
     let timestamp = record.timestamp.unwrap_or_else(now_ms);
     let mut guard = shared.state.lock();
     let state = &mut *guard;
     let random = state.next_random();
     let now = Instant::now();
-    let stale = state.topics.get(record.topic).is_none_or(|t| now.duration_since(t.refreshed) >= config.metadata_max_age);
+    let stale = state
+        .topics
+        .get(record.topic)
+        .is_none_or(|t| now.duration_since(t.refreshed) >= config.metadata_max_age);
     if stale {
         let count = shared.broker.partition_count(record.topic)?;
         let name: Arc<str> = Arc::from(record.topic);
@@ -205,7 +220,9 @@ pub(crate) fn append(shared: &Shared, record: &ProducerRecord<'_>, size: usize) 
         entry.refreshed = now;
         while entry.partitions.len() < count as usize {
             let p = entry.partitions.len() as u32;
-            entry.partitions.push(PartitionState { tp: TopicPartition::new(name.clone(), p), open: None });
+            entry
+                .partitions
+                .push(PartitionState { tp: TopicPartition::new(name.clone(), p), open: None });
         }
     }
     let Some(topic) = state.topics.get_mut(record.topic) else {
@@ -234,7 +251,8 @@ pub(crate) fn append(shared: &Shared, record: &ProducerRecord<'_>, size: usize) 
     let p = &mut topic.partitions[partition as usize];
     // Close the open batch if this record would overflow it.
     let overflow = p.open.as_ref().is_some_and(|open| {
-        !open.builder.is_empty() && open.builder.uncompressed_size_in_bytes() + size > config.batch_size
+        !open.builder.is_empty()
+            && open.builder.uncompressed_size_in_bytes() + size > config.batch_size
     });
     let mut closed = Vec::with_capacity(2);
     if overflow && let Some(open) = p.open.take() {
@@ -254,7 +272,12 @@ pub(crate) fn append(shared: &Shared, record: &ProducerRecord<'_>, size: usize) 
             };
             // Wake the sender so it waits for this batch's linger.
             shared.work.notify_one();
-            slot.insert(OpenBatch { builder, completion: Arc::default(), reserved: 0, created: now })
+            slot.insert(OpenBatch {
+                builder,
+                completion: Arc::default(),
+                reserved: 0,
+                created: now,
+            })
         }
     };
     let offset_delta = open.builder.append(timestamp, record.key, record.value, record.headers);
@@ -285,5 +308,7 @@ fn batch_options(shared: &Shared) -> BatchOptions {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

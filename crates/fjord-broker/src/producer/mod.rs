@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicI16, AtomicI64, AtomicUsize, Ordering}
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use fjord_log::record::{Compression, Header, RecordBatchBuilder};
 use fjord_log::TopicPartition;
+use fjord_log::record::{Compression, Header, RecordBatchBuilder};
 use futures::FutureExt;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{Notify, broadcast, watch};
@@ -102,7 +102,14 @@ pub struct ProducerRecord<'a> {
 impl<'a> ProducerRecord<'a> {
     /// A record with a value and nothing else.
     pub fn new(topic: &'a str, value: &'a [u8]) -> Self {
-        ProducerRecord { topic, partition: None, key: None, value: Some(value), headers: &[], timestamp: None }
+        ProducerRecord {
+            topic,
+            partition: None,
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: None,
+        }
     }
 
     /// With a key.
@@ -306,13 +313,18 @@ impl Producer {
         let handle = std::thread::Builder::new()
             .name(format!("fjord-producer-{}", shared.config.client_id))
             .spawn(move || sender::run(&thread_shared))
-            .map_err(|e| BrokerError::IllegalState(format!("cannot start the sender thread: {e}")))?;
+            .map_err(|e| {
+                BrokerError::IllegalState(format!("cannot start the sender thread: {e}"))
+            })?;
         Ok(Producer { shared, sender: Mutex::new(Some(handle)) })
     }
 
     /// The producer id and epoch (-1 without idempotence).
     pub fn producer_id(&self) -> (i64, i16) {
-        (self.shared.producer_id.load(Ordering::Acquire), self.shared.producer_epoch.load(Ordering::Acquire))
+        (
+            self.shared.producer_id.load(Ordering::Acquire),
+            self.shared.producer_epoch.load(Ordering::Acquire),
+        )
     }
 
     /// Subscribes to the producer's events.
@@ -392,7 +404,9 @@ impl Producer {
             match &self.shared.txn.lock().phase {
                 TxnPhase::InTransaction => {}
                 TxnPhase::Fatal(reason) | TxnPhase::Abortable(reason) => {
-                    return Err(BrokerError::InvalidTxnState(format!("{reason}; abort the transaction")));
+                    return Err(BrokerError::InvalidTxnState(format!(
+                        "{reason}; abort the transaction"
+                    )));
                 }
                 _ => {
                     return Err(BrokerError::InvalidTxnState(
@@ -405,9 +419,15 @@ impl Producer {
     }
 
     fn record_size(&self, record: &ProducerRecord<'_>) -> Result<usize> {
-        let size = RecordBatchBuilder::record_size_upper_bound(record.key, record.value, record.headers);
-        if size + fjord_log::record::batch::RECORD_BATCH_OVERHEAD > self.shared.config.max_request_size {
-            return Err(BrokerError::RecordTooLarge { size, max: self.shared.config.max_request_size });
+        let size =
+            RecordBatchBuilder::record_size_upper_bound(record.key, record.value, record.headers);
+        if size + fjord_log::record::batch::RECORD_BATCH_OVERHEAD
+            > self.shared.config.max_request_size
+        {
+            return Err(BrokerError::RecordTooLarge {
+                size,
+                max: self.shared.config.max_request_size,
+            });
         }
         Ok(size)
     }
@@ -496,8 +516,14 @@ impl Producer {
         if let TxnPhase::Fatal(reason) = &state.phase {
             return Err(BrokerError::InvalidTxnState(format!("{reason}: close this producer")));
         }
-        if !allowed.iter().any(|p| std::mem::discriminant(p) == std::mem::discriminant(&state.phase)) {
-            return Err(BrokerError::InvalidTxnState(format!("cannot {operation} in state {:?}", state.phase)));
+        if !allowed
+            .iter()
+            .any(|p| std::mem::discriminant(p) == std::mem::discriminant(&state.phase))
+        {
+            return Err(BrokerError::InvalidTxnState(format!(
+                "cannot {operation} in state {:?}",
+                state.phase
+            )));
         }
         Ok(())
     }
@@ -544,12 +570,20 @@ impl Producer {
         let broker = self.shared.broker.clone();
         let group_id = group.group_id.clone();
         let added = blocking(move || {
-            broker.transaction_coordinator().add_offsets(&broker, &transactional_id, producer_id, producer_epoch, &group_id)
+            broker.transaction_coordinator().add_offsets(
+                &broker,
+                &transactional_id,
+                producer_id,
+                producer_epoch,
+                &group_id,
+            )
         })
         .await;
         self.note_txn_error(&added);
         added?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let request = crate::group::TxnOffsetCommitRequest {
             group_id: group.group_id.clone(),
             producer_id,
@@ -559,7 +593,15 @@ impl Producer {
             offsets: offsets
                 .iter()
                 .map(|(tp, offset)| {
-                    (tp.clone(), crate::group::OffsetAndMetadata { offset: *offset, leader_epoch: -1, metadata: String::new(), commit_timestamp: now })
+                    (
+                        tp.clone(),
+                        crate::group::OffsetAndMetadata {
+                            offset: *offset,
+                            leader_epoch: -1,
+                            metadata: String::new(),
+                            commit_timestamp: now,
+                        },
+                    )
                 })
                 .collect(),
         };
@@ -585,7 +627,10 @@ impl Producer {
         if commit {
             self.expect_phase(&[TxnPhase::InTransaction], "commit")?;
         } else {
-            self.expect_phase(&[TxnPhase::InTransaction, TxnPhase::Abortable(String::new())], "abort")?;
+            self.expect_phase(
+                &[TxnPhase::InTransaction, TxnPhase::Abortable(String::new())],
+                "abort",
+            )?;
         }
         self.flush().await?;
         if commit && let TxnPhase::Abortable(reason) = &self.shared.txn.lock().phase {
@@ -595,7 +640,13 @@ impl Producer {
         let broker = self.shared.broker.clone();
         let started = Instant::now();
         let ended = blocking(move || {
-            broker.transaction_coordinator().end_txn(&broker, &transactional_id, producer_id, producer_epoch, commit)
+            broker.transaction_coordinator().end_txn(
+                &broker,
+                &transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+            )
         })
         .await;
         self.note_txn_error(&ended);
@@ -613,7 +664,8 @@ impl Producer {
         if let Err(e) = result {
             let mut state = self.shared.txn.lock();
             state.phase = match e {
-                BrokerError::ProducerFenced(_) | BrokerError::Log(fjord_log::LogError::InvalidProducerEpoch { .. }) => {
+                BrokerError::ProducerFenced(_)
+                | BrokerError::Log(fjord_log::LogError::InvalidProducerEpoch { .. }) => {
                     TxnPhase::Fatal(e.to_string())
                 }
                 _ => TxnPhase::Abortable(e.to_string()),
@@ -632,7 +684,9 @@ impl Producer {
                 .await
                 .map_err(|e| BrokerError::IllegalState(format!("sender thread failed: {e}")))?;
         }
-        self.shared.events.emit(|| ClientEvent::Stopped { client_id: self.shared.config.client_id.clone() });
+        self.shared
+            .events
+            .emit(|| ClientEvent::Stopped { client_id: self.shared.config.client_id.clone() });
         Ok(())
     }
 }

@@ -44,7 +44,10 @@ pub(crate) fn run(shared: &Arc<Shared>) {
         };
         for batch in batches {
             // A new producer id or epoch (init_transactions) restarts every sequence at 0.
-            let now = (shared.producer_id.load(Ordering::Acquire), shared.producer_epoch.load(Ordering::Acquire));
+            let now = (
+                shared.producer_id.load(Ordering::Acquire),
+                shared.producer_epoch.load(Ordering::Acquire),
+            );
             if now != identity {
                 identity = now;
                 sequences.clear();
@@ -56,7 +59,11 @@ pub(crate) fn run(shared: &Arc<Shared>) {
 
 /// For a transactional producer, adds the partition to the open transaction before its first
 /// batch (Kafka's `AddPartitionsToTxn`), so the coordinator knows where to write markers.
-fn add_to_transaction(shared: &Shared, partition: &TopicPartition, identity: (i64, i16)) -> crate::Result<bool> {
+fn add_to_transaction(
+    shared: &Shared,
+    partition: &TopicPartition,
+    identity: (i64, i16),
+) -> crate::Result<bool> {
     let Some(transactional_id) = &shared.config.transactional_id else { return Ok(false) };
     if shared.txn.lock().partitions.contains(partition) {
         return Ok(true);
@@ -89,7 +96,12 @@ fn send(
         builder.set_transactional(transactional);
         builder
             .build_into(bytes)
-            .map_err(|source| crate::BrokerError::Log(fjord_log::LogError::InvalidRecord { tp: partition.clone(), source }))
+            .map_err(|source| {
+                crate::BrokerError::Log(fjord_log::LogError::InvalidRecord {
+                    tp: partition.clone(),
+                    source,
+                })
+            })
             .and_then(|()| shared.broker.produce_blocking(&partition, bytes))
     });
     let duration = started.elapsed();
@@ -104,7 +116,8 @@ fn send(
                 .increment(records as u64);
             metrics::counter!("fjord_producer_bytes_total", "topic" => partition.topic.to_string())
                 .increment(bytes.len() as u64);
-            metrics::histogram!("fjord_producer_request_latency_seconds").record(duration.as_secs_f64());
+            metrics::histogram!("fjord_producer_request_latency_seconds")
+                .record(duration.as_secs_f64());
             completion.complete(Ok((info.first_offset, info.log_append_time)));
         }
         Err(e) => {
@@ -113,9 +126,9 @@ fn send(
                 let mut txn = shared.txn.lock();
                 txn.phase = match &e {
                     crate::BrokerError::ProducerFenced(_)
-                    | crate::BrokerError::Log(fjord_log::LogError::InvalidProducerEpoch { .. }) => {
-                        super::TxnPhase::Fatal(format!("fenced: {e}"))
-                    }
+                    | crate::BrokerError::Log(fjord_log::LogError::InvalidProducerEpoch {
+                        ..
+                    }) => super::TxnPhase::Fatal(format!("fenced: {e}")),
                     _ => super::TxnPhase::Abortable(format!("a send failed: {e}")),
                 };
             }

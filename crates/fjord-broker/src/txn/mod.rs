@@ -23,7 +23,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fjord_log::record::{BatchIter, BatchOptions, ControlRecordType, EndTxnMarker, RecordBatchBuilder};
+use fjord_log::record::{
+    BatchIter, BatchOptions, ControlRecordType, EndTxnMarker, RecordBatchBuilder,
+};
 use fjord_log::topic::CONSUMER_OFFSETS_TOPIC;
 use fjord_log::{FetchIsolation, LogError, Topic, TopicPartition};
 use parking_lot::Mutex;
@@ -44,7 +46,10 @@ pub struct TransactionConfig {
 
 impl Default for TransactionConfig {
     fn default() -> Self {
-        TransactionConfig { max_timeout: Duration::from_secs(900), abort_check_interval: Duration::from_secs(10) }
+        TransactionConfig {
+            max_timeout: Duration::from_secs(900),
+            abort_check_interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -159,7 +164,9 @@ impl std::fmt::Debug for TransactionCoordinator {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl TransactionCoordinator {
@@ -173,12 +180,20 @@ impl TransactionCoordinator {
                 let data = log.read(offset, 1 << 20, FetchIsolation::HighWatermark)?;
                 let Some(next) = data.next_offset else { break };
                 for batch in BatchIter::new(&data.records) {
-                    let batch = batch.map_err(|source| LogError::InvalidRecord { tp: log.topic_partition().clone(), source })?;
+                    let batch = batch.map_err(|source| LogError::InvalidRecord {
+                        tp: log.topic_partition().clone(),
+                        source,
+                    })?;
                     if batch.header().attributes.is_control() {
                         continue;
                     }
-                    for record in batch.records(&mut scratch).map_err(|source| LogError::InvalidRecord { tp: log.topic_partition().clone(), source })? {
-                        let record = record.map_err(|source| LogError::InvalidRecord { tp: log.topic_partition().clone(), source })?;
+                    for record in batch.records(&mut scratch).map_err(|source| {
+                        LogError::InvalidRecord { tp: log.topic_partition().clone(), source }
+                    })? {
+                        let record = record.map_err(|source| LogError::InvalidRecord {
+                            tp: log.topic_partition().clone(),
+                            source,
+                        })?;
                         let Some(id) = record.key.and_then(records::decode_key) else {
                             tracing::warn!(partition = %log.topic_partition(), offset = record.offset, "skipping unreadable transaction log key");
                             continue;
@@ -191,7 +206,9 @@ impl TransactionCoordinator {
                                 Some(meta) => {
                                     transactions.insert(id, meta);
                                 }
-                                None => tracing::warn!(partition = %log.topic_partition(), offset = record.offset, "skipping unreadable transaction log value"),
+                                None => {
+                                    tracing::warn!(partition = %log.topic_partition(), offset = record.offset, "skipping unreadable transaction log value")
+                                }
                             },
                         }
                     }
@@ -201,7 +218,12 @@ impl TransactionCoordinator {
         }
         let transactions =
             transactions.into_iter().map(|(id, meta)| (id, Arc::new(Mutex::new(meta)))).collect();
-        Ok(TransactionCoordinator { topic, config, transactions: Mutex::new(transactions), timer: Mutex::new(None) })
+        Ok(TransactionCoordinator {
+            topic,
+            config,
+            transactions: Mutex::new(transactions),
+            timer: Mutex::new(None),
+        })
     }
 
     /// Finishes what a crash interrupted: commits transactions that reached `PrepareCommit` and
@@ -215,7 +237,9 @@ impl TransactionCoordinator {
                     tracing::info!(transactional_id = %meta.transactional_id, "completing a transaction that was prepared to commit before the restart");
                     self.complete(broker, &mut meta, true)?;
                 }
-                TransactionState::Ongoing | TransactionState::PrepareAbort | TransactionState::PrepareEpochFence => {
+                TransactionState::Ongoing
+                | TransactionState::PrepareAbort
+                | TransactionState::PrepareEpochFence => {
                     tracing::info!(transactional_id = %meta.transactional_id, state = meta.state.name(), "aborting a transaction left open by the restart");
                     self.fence_and_abort(broker, &mut meta)?;
                 }
@@ -234,7 +258,9 @@ impl TransactionCoordinator {
                 tokio::time::sleep(interval).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let broker = Broker { inner };
-                let result = tokio::task::spawn_blocking(move || broker.inner.txns.abort_timed_out(&broker)).await;
+                let result =
+                    tokio::task::spawn_blocking(move || broker.inner.txns.abort_timed_out(&broker))
+                        .await;
                 if let Ok(Err(e)) = result {
                     tracing::error!(error = %e, "aborting timed-out transactions failed");
                 }
@@ -259,13 +285,20 @@ impl TransactionCoordinator {
     }
 
     fn persist(&self, meta: &TransactionMetadata) -> Result<()> {
-        let partition = crate::group::partition_for_key(&meta.transactional_id, self.topic.partition_count());
+        let partition =
+            crate::group::partition_for_key(&meta.transactional_id, self.topic.partition_count());
         let log = self.topic.partition(partition)?;
         let mut builder = RecordBatchBuilder::new(BatchOptions::default());
-        builder.append(now_ms(), Some(&records::encode_key(&meta.transactional_id)), Some(&records::encode_value(meta)), &[]);
-        let mut batch = builder
-            .build()
-            .map_err(|source| LogError::InvalidRecord { tp: log.topic_partition().clone(), source })?;
+        builder.append(
+            now_ms(),
+            Some(&records::encode_key(&meta.transactional_id)),
+            Some(&records::encode_value(meta)),
+            &[],
+        );
+        let mut batch = builder.build().map_err(|source| LogError::InvalidRecord {
+            tp: log.topic_partition().clone(),
+            source,
+        })?;
         log.append(&mut batch)?;
         Ok(())
     }
@@ -286,9 +319,17 @@ impl TransactionCoordinator {
     /// Kafka's `InitProducerId` with a transactional id: a producer id and a new epoch that
     /// fences every older producer with this id. An open transaction of theirs is aborted.
     /// Blocking.
-    pub fn init_producer_id(&self, broker: &Broker, transactional_id: &str, timeout: Duration) -> Result<(i64, i16)> {
+    pub fn init_producer_id(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        timeout: Duration,
+    ) -> Result<(i64, i16)> {
         if transactional_id.is_empty() {
-            return Err(BrokerError::InvalidConfig { name: "transactional.id", reason: "must not be empty".into() });
+            return Err(BrokerError::InvalidConfig {
+                name: "transactional.id",
+                reason: "must not be empty".into(),
+            });
         }
         if timeout > self.config.max_timeout || timeout.is_zero() {
             return Err(BrokerError::InvalidTransactionTimeout {
@@ -350,13 +391,19 @@ impl TransactionCoordinator {
         let mut meta = entry.lock();
         Self::check_epoch(&meta, producer_id, epoch)?;
         match meta.state {
-            TransactionState::PrepareCommit | TransactionState::PrepareAbort | TransactionState::PrepareEpochFence => {
+            TransactionState::PrepareCommit
+            | TransactionState::PrepareAbort
+            | TransactionState::PrepareEpochFence => {
                 return Err(BrokerError::ConcurrentTransactions(transactional_id.to_string()));
             }
-            TransactionState::Dead => return Err(BrokerError::TransactionalIdNotFound(transactional_id.to_string())),
+            TransactionState::Dead => {
+                return Err(BrokerError::TransactionalIdNotFound(transactional_id.to_string()));
+            }
             _ => {}
         }
-        if meta.state == TransactionState::Ongoing && partitions.iter().all(|tp| meta.partitions.contains(tp)) {
+        if meta.state == TransactionState::Ongoing
+            && partitions.iter().all(|tp| meta.partitions.contains(tp))
+        {
             return Ok(());
         }
         let mut next = meta.clone();
@@ -374,7 +421,14 @@ impl TransactionCoordinator {
 
     /// Kafka's `AddOffsetsToTxn`: adds the group's `__consumer_offsets` partition to the
     /// transaction, so its offset commits complete with it. Blocking.
-    pub fn add_offsets(&self, broker: &Broker, transactional_id: &str, producer_id: i64, epoch: i16, group_id: &str) -> Result<TopicPartition> {
+    pub fn add_offsets(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group_id: &str,
+    ) -> Result<TopicPartition> {
         let partition = broker.inner.groups.partition_for(group_id);
         let tp = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, partition);
         self.add_partitions(transactional_id, producer_id, epoch, std::slice::from_ref(&tp))?;
@@ -383,14 +437,26 @@ impl TransactionCoordinator {
 
     /// Kafka's `EndTxn`: commits or aborts the producer's open transaction. Returns when the
     /// markers are written. Blocking.
-    pub fn end_txn(&self, broker: &Broker, transactional_id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
+    pub fn end_txn(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
         let entry = self.entry(transactional_id)?;
         let mut meta = entry.lock();
         Self::check_epoch(&meta, producer_id, epoch)?;
         match (meta.state, commit) {
             (TransactionState::Ongoing, _) => {}
             // Nothing was sent: nothing to end.
-            (TransactionState::Empty | TransactionState::CompleteCommit | TransactionState::CompleteAbort, _) => {
+            (
+                TransactionState::Empty
+                | TransactionState::CompleteCommit
+                | TransactionState::CompleteAbort,
+                _,
+            ) => {
                 return Ok(());
             }
             (state, _) => {
@@ -402,7 +468,8 @@ impl TransactionCoordinator {
             }
         }
         let mut prepared = meta.clone();
-        prepared.state = if commit { TransactionState::PrepareCommit } else { TransactionState::PrepareAbort };
+        prepared.state =
+            if commit { TransactionState::PrepareCommit } else { TransactionState::PrepareAbort };
         prepared.last_update_ms = now_ms();
         self.persist(&prepared)?;
         *meta = prepared;
@@ -410,14 +477,21 @@ impl TransactionCoordinator {
     }
 
     /// Writes the markers of a prepared transaction and its completion.
-    fn complete(&self, broker: &Broker, meta: &mut TransactionMetadata, commit: bool) -> Result<()> {
+    fn complete(
+        &self,
+        broker: &Broker,
+        meta: &mut TransactionMetadata,
+        commit: bool,
+    ) -> Result<()> {
         let kind = if commit { ControlRecordType::Commit } else { ControlRecordType::Abort };
         let marker = EndTxnMarker { kind, coordinator_epoch: 0 };
         for tp in &meta.partitions {
             let log = match broker.partition(tp) {
                 Ok(log) => log,
                 // A deleted topic has nothing left to mark.
-                Err(BrokerError::Log(LogError::UnknownTopic(_) | LogError::UnknownPartition { .. })) => continue,
+                Err(BrokerError::Log(
+                    LogError::UnknownTopic(_) | LogError::UnknownPartition { .. },
+                )) => continue,
                 Err(e) => return Err(e),
             };
             log.append_end_txn_marker(meta.producer_id, meta.producer_epoch, marker)?;
@@ -427,7 +501,8 @@ impl TransactionCoordinator {
             broker.notify_append(&tp.topic);
         }
         let mut done = meta.clone();
-        done.state = if commit { TransactionState::CompleteCommit } else { TransactionState::CompleteAbort };
+        done.state =
+            if commit { TransactionState::CompleteCommit } else { TransactionState::CompleteAbort };
         done.partitions.clear();
         done.start_ms = -1;
         done.last_update_ms = now_ms();
@@ -455,7 +530,10 @@ impl TransactionCoordinator {
         let mut aborted = 0;
         for entry in entries {
             let mut meta = entry.lock();
-            if meta.state == TransactionState::Ongoing && meta.start_ms >= 0 && now - meta.start_ms > meta.timeout_ms as i64 {
+            if meta.state == TransactionState::Ongoing
+                && meta.start_ms >= 0
+                && now - meta.start_ms > meta.timeout_ms as i64
+            {
                 tracing::warn!(transactional_id = %meta.transactional_id, timeout_ms = meta.timeout_ms, "aborting a transaction past its timeout and fencing its producer");
                 self.fence_and_abort(broker, &mut meta)?;
                 aborted += 1;

@@ -196,8 +196,18 @@ impl PartitionLog {
             let mut builder = RecordBatchBuilder::new(BatchOptions::default());
             for batch in BatchIter::new(&bytes) {
                 let batch = batch.map_err(|e| corrupt(e, slice))?;
-                clean_batch(&batch, &map, &plan.aborted, now, delete_horizon, &mut builder, &mut scratch, &mut out, &mut result)
-                    .map_err(|e| corrupt(e, slice))?;
+                clean_batch(
+                    &batch,
+                    &map,
+                    &plan.aborted,
+                    now,
+                    delete_horizon,
+                    &mut builder,
+                    &mut scratch,
+                    &mut out,
+                    &mut result,
+                )
+                .map_err(|e| corrupt(e, slice))?;
             }
             result.segments_cleaned += 1;
             result.bytes_before += bytes.len() as u64;
@@ -232,7 +242,8 @@ impl PartitionLog {
         let Some(old) = state.segments.get(&base) else {
             // Deleted meanwhile (retention runs under the same maintenance lock, so only a
             // close can get here): drop the cleaned file.
-            std::fs::remove_file(&cleaned_path).map_err(|e| LogError::io("remove", &cleaned_path, e))?;
+            std::fs::remove_file(&cleaned_path)
+                .map_err(|e| LogError::io("remove", &cleaned_path, e))?;
             return Ok(());
         };
         // Old indexes first: a crash after the rename must not leave them pointing into the
@@ -245,11 +256,16 @@ impl PartitionLog {
                 _ => {}
             }
         }
-        std::fs::rename(&cleaned_path, &log_path).map_err(|e| LogError::io("rename", &cleaned_path, e))?;
-        crate::checkpoint::sync_dir(&self.dir).map_err(|e| LogError::io("fsync directory", &self.dir, e))?;
-        let (mut segment, invalid) =
-            LogSegment::open_and_recover(&self.dir, base, interval, now, false, false)
-                .map_err(|e| LogError::io("reopen cleaned segment", &log_path, std::io::Error::other(e.to_string())))?;
+        std::fs::rename(&cleaned_path, &log_path)
+            .map_err(|e| LogError::io("rename", &cleaned_path, e))?;
+        crate::checkpoint::sync_dir(&self.dir)
+            .map_err(|e| LogError::io("fsync directory", &self.dir, e))?;
+        let (mut segment, invalid) = LogSegment::open_and_recover(
+            &self.dir, base, interval, now, false, false,
+        )
+        .map_err(|e| {
+            LogError::io("reopen cleaned segment", &log_path, std::io::Error::other(e.to_string()))
+        })?;
         if let Some(invalid) = invalid {
             return Err(LogError::Corrupt {
                 tp: self.tp.clone(),
@@ -258,7 +274,13 @@ impl PartitionLog {
                 source: RecordError::MalformedRecord("cleaned segment failed validation"),
             });
         }
-        segment.load_txn_index().map_err(|e| LogError::io("load transaction index", segment.txn_index_path(), std::io::Error::other(e.to_string())))?;
+        segment.load_txn_index().map_err(|e| {
+            LogError::io(
+                "load transaction index",
+                segment.txn_index_path(),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         state.segments.insert(base, segment);
         Ok(())
     }
@@ -266,9 +288,9 @@ impl PartitionLog {
 
 fn is_aborted(aborted: &[AbortedTxn], producer_id: i64, offset: i64) -> bool {
     producer_id >= 0
-        && aborted
-            .iter()
-            .any(|t| t.producer_id == producer_id && t.first_offset <= offset && offset < t.last_offset)
+        && aborted.iter().any(|t| {
+            t.producer_id == producer_id && t.first_offset <= offset && offset < t.last_offset
+        })
 }
 
 /// Appends the retained part of one batch to `out`: the batch as it is if everything stays

@@ -29,7 +29,9 @@ use crate::producer_state::{
     AbortedTxn, ProducerStateError, ProducerStateManager, SNAPSHOT_SUFFIX, SequenceCheck,
     list_snapshots,
 };
-use crate::record::batch::{BatchHeader, set_base_offset, set_log_append_time, set_partition_leader_epoch};
+use crate::record::batch::{
+    BatchHeader, set_base_offset, set_log_append_time, set_partition_leader_epoch,
+};
 use crate::record::{
     BatchIter, BatchOptions, EndTxnMarker, RecordBatch, RecordBatchBuilder, RecordError,
     TimestampType,
@@ -209,7 +211,11 @@ impl std::fmt::Debug for PartitionLog {
     }
 }
 
-fn map_producer_error(tp: &TopicPartition, header: &BatchHeader, e: ProducerStateError) -> LogError {
+fn map_producer_error(
+    tp: &TopicPartition,
+    header: &BatchHeader,
+    e: ProducerStateError,
+) -> LogError {
     let producer_id = header.producer_id;
     match e {
         ProducerStateError::Fenced { current_epoch } => LogError::InvalidProducerEpoch {
@@ -269,8 +275,7 @@ impl PartitionLog {
             let entry = entry.map_err(|e| LogError::io("list", dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.ends_with(".cleaned") || name.ends_with(".deleted") || name.ends_with(".tmp")
-            {
+            if name.ends_with(".cleaned") || name.ends_with(".deleted") || name.ends_with(".tmp") {
                 // Leftovers of an interrupted compaction or checkpoint write.
                 std::fs::remove_file(entry.path())
                     .map_err(|e| LogError::io("remove leftover", entry.path(), e))?;
@@ -282,12 +287,8 @@ impl PartitionLog {
         let interval = config.index_interval_bytes;
         let recovery_point = checkpoint.map_or(0, |c| c.recovery_point);
         // Validate from the segment holding the recovery point onwards.
-        let first_to_validate = bases
-            .iter()
-            .rev()
-            .find(|&&b| b <= recovery_point)
-            .copied()
-            .unwrap_or(i64::MIN);
+        let first_to_validate =
+            bases.iter().rev().find(|&&b| b <= recovery_point).copied().unwrap_or(i64::MIN);
         let mut segments = BTreeMap::new();
         let mut txn_index_bad = false;
         let mut iter = bases.iter().copied().peekable();
@@ -441,7 +442,9 @@ impl PartitionLog {
             }
             match ProducerStateManager::read_snapshot(path) {
                 Some(s) => state = Some(s),
-                None => tracing::warn!(partition = %tp, file = %path.display(), "ignoring unreadable producer state snapshot"),
+                None => {
+                    tracing::warn!(partition = %tp, file = %path.display(), "ignoring unreadable producer state snapshot")
+                }
             }
         }
         let mut state = state.unwrap_or_else(|| ProducerStateManager::new(log_start_offset));
@@ -484,7 +487,9 @@ impl PartitionLog {
             for txn in aborted {
                 segment.append_aborted_txn(txn);
             }
-            segment.persist_indexes().map_err(|e| LogError::io("write index", segment.txn_index_path(), e))?;
+            segment
+                .persist_indexes()
+                .map_err(|e| LogError::io("write index", segment.txn_index_path(), e))?;
         }
         Ok(state)
     }
@@ -627,7 +632,8 @@ impl PartitionLog {
                 let size = header.size_in_bytes();
                 set_log_append_time(&mut batches[pos..pos + size], now);
                 header.max_timestamp = now;
-                header.attributes = header.attributes.with_timestamp_type(TimestampType::LogAppendTime);
+                header.attributes =
+                    header.attributes.with_timestamp_type(TimestampType::LogAppendTime);
                 pos += size;
             }
         }
@@ -654,7 +660,8 @@ impl PartitionLog {
         if check_time {
             // The batch header bounds every record's timestamp from above; the records are
             // checked one by one only when the header alone cannot decide.
-            let too_new = header.max_timestamp.saturating_sub(now) > config.message_timestamp_after_max_ms;
+            let too_new =
+                header.max_timestamp.saturating_sub(now) > config.message_timestamp_after_max_ms;
             if too_new {
                 return Err(reject(format!(
                     "timestamp {} is more than message.timestamp.after.max.ms ({}) ahead of the broker's clock",
@@ -666,14 +673,17 @@ impl PartitionLog {
             .records(scratch)
             .map_err(|source| LogError::InvalidRecord { tp: self.tp.clone(), source })?;
         for record in records {
-            let record = record.map_err(|source| LogError::InvalidRecord { tp: self.tp.clone(), source })?;
+            let record =
+                record.map_err(|source| LogError::InvalidRecord { tp: self.tp.clone(), source })?;
             if compacted && record.key.is_none() {
                 return Err(reject(format!(
                     "record at offset delta {} has no key, and compacted topics (cleanup.policy=compact) need one",
                     record.offset - header.base_offset
                 )));
             }
-            if check_time && now.saturating_sub(record.timestamp) > config.message_timestamp_before_max_ms {
+            if check_time
+                && now.saturating_sub(record.timestamp) > config.message_timestamp_before_max_ms
+            {
                 return Err(reject(format!(
                     "timestamp {} is more than message.timestamp.before.max.ms ({}) behind the broker's clock",
                     record.timestamp, config.message_timestamp_before_max_ms
@@ -840,7 +850,9 @@ impl PartitionLog {
         let base = state.log_end_offset;
         let interval = self.config.read().index_interval_bytes;
         let active = state.active();
-        active.persist_indexes().map_err(|e| LogError::io("write index", active.index_path(), e))?;
+        active
+            .persist_indexes()
+            .map_err(|e| LogError::io("write index", active.index_path(), e))?;
         state
             .producers
             .write_snapshot(&self.dir)
@@ -884,7 +896,11 @@ impl PartitionLog {
                     segment
                         .persist_indexes()
                         .map_err(|e| LogError::io("write index", segment.index_path(), e))?;
-                    files.push((segment.file_handle(), segment.log_path(), segment.txn_index_path()));
+                    files.push((
+                        segment.file_handle(),
+                        segment.log_path(),
+                        segment.txn_index_path(),
+                    ));
                 }
             }
             state.unflushed_messages = 0;
@@ -892,7 +908,8 @@ impl PartitionLog {
         };
         for (file, path, txn_path) in files {
             file.sync_data().map_err(|e| LogError::io("fsync", &path, e))?;
-            crate::segment::sync_if_exists(&txn_path).map_err(|e| LogError::io("fsync", txn_path, e))?;
+            crate::segment::sync_if_exists(&txn_path)
+                .map_err(|e| LogError::io("fsync", txn_path, e))?;
         }
         let mut state = self.state.lock();
         state.recovery_point = state.recovery_point.max(end);
@@ -934,9 +951,7 @@ impl PartitionLog {
             }
             c
         };
-        checkpoint
-            .write(&self.dir)
-            .map_err(|e| LogError::io("write checkpoint", &self.dir, e))?;
+        checkpoint.write(&self.dir).map_err(|e| LogError::io("write checkpoint", &self.dir, e))?;
         let mut state = self.state.lock();
         state.checkpointed = checkpoint;
         Ok(())
@@ -945,7 +960,12 @@ impl PartitionLog {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (at least one batch), stopping at the high watermark or, for `TxnCommitted`, at the last
     /// stable offset. Every batch returned passed its CRC check; corrupt data is an error.
-    pub fn read(&self, offset: i64, max_bytes: usize, isolation: FetchIsolation) -> Result<FetchData> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: FetchIsolation,
+    ) -> Result<FetchData> {
         let mut offset = offset;
         loop {
             let (slice, upper, mut data, next_base) = {
@@ -972,7 +992,8 @@ impl PartitionLog {
                 if offset >= upper {
                     return Ok(data);
                 }
-                let start_base = state.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
+                let start_base =
+                    state.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
                 let Some(segment) = state
                     .segments
                     .range(start_base..)
@@ -981,11 +1002,8 @@ impl PartitionLog {
                 else {
                     return Ok(data);
                 };
-                let next_base = state
-                    .segments
-                    .range(segment.base_offset() + 1..)
-                    .next()
-                    .map(|(b, _)| *b);
+                let next_base =
+                    state.segments.range(segment.base_offset() + 1..).next().map(|(b, _)| *b);
                 (segment.slice_from(offset), upper, data, next_base)
             };
             let read = slice.read(offset, max_bytes, upper).map_err(|e| self.slice_error(e))?;
@@ -1039,7 +1057,8 @@ impl PartitionLog {
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampAndOffset>> {
         let (slice, start_offset, upper) = {
             let state = self.state.lock();
-            let Some(segment) = state.segments.values().find(|s| s.max_timestamp() >= timestamp) else {
+            let Some(segment) = state.segments.values().find(|s| s.max_timestamp() >= timestamp)
+            else {
                 return Ok(None);
             };
             let start = segment.time_lookup_start(timestamp).max(state.log_start_offset);
@@ -1051,7 +1070,8 @@ impl PartitionLog {
             let read = slice.read(offset, 1 << 20, upper).map_err(|e| self.slice_error(e))?;
             let Some(next) = read.next_offset else { return Ok(None) };
             for batch in BatchIter::new(&read.bytes) {
-                let batch = batch.map_err(|source| LogError::InvalidRecord { tp: self.tp.clone(), source })?;
+                let batch = batch
+                    .map_err(|source| LogError::InvalidRecord { tp: self.tp.clone(), source })?;
                 let h = batch.header();
                 if h.attributes.is_control() || h.max_timestamp < timestamp {
                     continue;
@@ -1060,9 +1080,15 @@ impl PartitionLog {
                     .records(&mut scratch)
                     .map_err(|source| LogError::InvalidRecord { tp: self.tp.clone(), source })?
                 {
-                    let record = record.map_err(|source| LogError::InvalidRecord { tp: self.tp.clone(), source })?;
+                    let record = record.map_err(|source| LogError::InvalidRecord {
+                        tp: self.tp.clone(),
+                        source,
+                    })?;
                     if record.timestamp >= timestamp && record.offset >= start_offset {
-                        return Ok(Some(TimestampAndOffset { timestamp: record.timestamp, offset: record.offset }));
+                        return Ok(Some(TimestampAndOffset {
+                            timestamp: record.timestamp,
+                            offset: record.offset,
+                        }));
                     }
                 }
             }
@@ -1079,7 +1105,10 @@ impl PartitionLog {
             .values()
             .filter(|s| s.max_timestamp() >= 0)
             .max_by_key(|s| s.max_timestamp())
-            .map(|s| TimestampAndOffset { timestamp: s.max_timestamp(), offset: s.offset_of_max_timestamp() })
+            .map(|s| TimestampAndOffset {
+                timestamp: s.max_timestamp(),
+                offset: s.offset_of_max_timestamp(),
+            })
     }
 
     /// Moves the log start offset forward (Kafka's `DeleteRecords`): offsets below it become
@@ -1112,7 +1141,10 @@ impl PartitionLog {
                 return Err(LogError::Closed);
             }
             let expired = |s: &LogSegment| {
-                deletes && config.retention_ms.is_some_and(|r| s.max_timestamp() >= 0 && now - s.max_timestamp() > r)
+                deletes
+                    && config
+                        .retention_ms
+                        .is_some_and(|r| s.max_timestamp() >= 0 && now - s.max_timestamp() > r)
             };
             // An expired active segment is rolled so that it can go too (Kafka does the same).
             if state.segments.values().all(expired) && state.active().size() > 0 {
@@ -1152,7 +1184,9 @@ impl PartitionLog {
             }
         };
         for segment in &deleted {
-            segment.delete_files().map_err(|e| LogError::io("delete segment", segment.log_path(), e))?;
+            segment
+                .delete_files()
+                .map_err(|e| LogError::io("delete segment", segment.log_path(), e))?;
         }
         if !deleted.is_empty() {
             self.delete_old_snapshots(result.log_start_offset)?;
@@ -1164,7 +1198,8 @@ impl PartitionLog {
 
     /// Deletes producer snapshots below the log start offset, keeping the newest of them.
     fn delete_old_snapshots(&self, log_start_offset: i64) -> Result<()> {
-        let snapshots = list_snapshots(&self.dir).map_err(|e| LogError::io("list snapshots", &self.dir, e))?;
+        let snapshots =
+            list_snapshots(&self.dir).map_err(|e| LogError::io("list snapshots", &self.dir, e))?;
         let below: Vec<_> = snapshots.iter().filter(|(o, _)| *o < log_start_offset).collect();
         for (_, path) in below.iter().rev().skip(1) {
             std::fs::remove_file(path).map_err(|e| LogError::io("remove snapshot", path, e))?;
@@ -1189,9 +1224,12 @@ impl PartitionLog {
             }
             state.closed = true;
             for segment in state.segments.values_mut() {
-                segment.persist_indexes().map_err(|e| LogError::io("write index", segment.index_path(), e))?;
+                segment
+                    .persist_indexes()
+                    .map_err(|e| LogError::io("write index", segment.index_path(), e))?;
             }
-            let snapshot_exists = self.dir.join(file_name(state.log_end_offset, SNAPSHOT_SUFFIX)).exists();
+            let snapshot_exists =
+                self.dir.join(file_name(state.log_end_offset, SNAPSHOT_SUFFIX)).exists();
             if !snapshot_exists {
                 state
                     .producers
@@ -1206,7 +1244,8 @@ impl PartitionLog {
 
     /// Deletes the partition's directory. The log must be closed first.
     pub fn delete_dir(&self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).map_err(|e| LogError::io("delete directory", &self.dir, e))
+        std::fs::remove_dir_all(&self.dir)
+            .map_err(|e| LogError::io("delete directory", &self.dir, e))
     }
 }
 

@@ -231,11 +231,7 @@ impl BatchHeader {
         } else {
             // Kafka's DefaultRecordBatch.incrementSequence: wraps at Int.MAX to 0.
             let last = self.base_sequence as i64 + self.last_offset_delta as i64;
-            if last > i32::MAX as i64 {
-                (last - i32::MAX as i64 - 1) as i32
-            } else {
-                last as i32
-            }
+            if last > i32::MAX as i64 { (last - i32::MAX as i64 - 1) as i32 } else { last as i32 }
         }
     }
 

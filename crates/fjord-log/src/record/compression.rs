@@ -126,9 +126,9 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> Result<(
                 out.extend_from_slice(&[0; 4]);
                 let start = out.len();
                 out.resize(start + snap::raw::max_compress_len(block.len()), 0);
-                let written = encoder.compress(block, &mut out[start..]).map_err(|e| {
-                    RecordError::Compression { codec, message: e.to_string() }
-                })?;
+                let written = encoder
+                    .compress(block, &mut out[start..])
+                    .map_err(|e| RecordError::Compression { codec, message: e.to_string() })?;
                 out.truncate(start + written);
                 out[len_at..len_at + 4].copy_from_slice(&(written as i32).to_be_bytes());
             }
@@ -256,10 +256,7 @@ mod tests {
             let mut compressed = Vec::new();
             compress(codec, &data, &mut compressed).unwrap();
             let err = decompress(codec, &compressed, &mut Vec::new(), 1000).unwrap_err();
-            assert!(
-                matches!(err, RecordError::DecompressedTooLarge { .. }),
-                "{codec}: {err}"
-            );
+            assert!(matches!(err, RecordError::DecompressedTooLarge { .. }), "{codec}: {err}");
         }
     }
 

@@ -150,13 +150,8 @@ mod tests {
     #[test]
     fn known_encodings_match_kafka() {
         // From Kafka's ByteUtilsTest: zig-zag maps 0,-1,1,-2 to 0,1,2,3.
-        let cases: [(i32, &[u8]); 5] = [
-            (0, &[0x00]),
-            (-1, &[0x01]),
-            (1, &[0x02]),
-            (-64, &[0x7f]),
-            (64, &[0x80, 0x01]),
-        ];
+        let cases: [(i32, &[u8]); 5] =
+            [(0, &[0x00]), (-1, &[0x01]), (1, &[0x02]), (-64, &[0x7f]), (64, &[0x80, 0x01])];
         for (v, bytes) in cases {
             let mut buf = Vec::new();
             put_varint(&mut buf, v);
