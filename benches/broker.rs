@@ -48,7 +48,7 @@ async fn consume(broker: &Broker, topic: &str, partitions: u32, records: u64) ->
         ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
             max_poll_records: 10_000,
-            max_partition_fetch_bytes: 4 << 20,
+            max_partition_fetch_bytes: 1 << 20,
             ..ConsumerConfig::default()
         },
     )

@@ -388,3 +388,39 @@ async fn lag_reset_offsets_and_group_admin() {
     assert!(admin.list_group_offsets("g").map(|o| o.is_empty()).unwrap_or(true));
     let _ = BTreeMap::<(), ()>::new();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_polling_in_short_rounds_settle_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    Admin::new(&broker).create_topic(NewTopic::new("t", 6)).await.unwrap();
+    let consumers: Vec<Arc<Consumer>> = (0..3)
+        .map(|i| {
+            let config = ConsumerConfig {
+                client_id: format!("m{i}"),
+                session_timeout: Duration::from_secs(10),
+                heartbeat_interval: Duration::from_secs(1),
+                ..consumer_config(Some("short"))
+            };
+            Arc::new(Consumer::new(&broker, config).unwrap())
+        })
+        .collect();
+    for c in &consumers {
+        c.subscribe(&["t"]).unwrap();
+    }
+    let started = Instant::now();
+    loop {
+        let tasks: Vec<_> = consumers
+            .iter()
+            .cloned()
+            .map(|c| tokio::spawn(async move { c.poll(Duration::from_millis(20)).await.unwrap() }))
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        if consumers.iter().all(|c| c.assignment().len() == 2) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "not settled after {:?}", started.elapsed());
+    }
+}

@@ -371,7 +371,15 @@ async fn join_and_sync(
             protocols,
         })
         .await?;
-    membership.state.lock().protocol = Some(join.protocol_name.clone());
+    {
+        // Keep the id the coordinator gave us even if the sync fails: rejoining with it (and
+        // not as a new member) is what lets the rebalance complete without waiting for this
+        // member's old self to time out.
+        let mut state = membership.state.lock();
+        state.protocol = Some(join.protocol_name.clone());
+        state.member_id = join.member_id.clone();
+        state.generation = join.generation_id;
+    }
     let assignments = if join.leader == join.member_id {
         leader_assign(inner, &join.protocol_name, &join.members)?
     } else {

@@ -1,7 +1,9 @@
 //! The record accumulator: one open batch per partition, a FIFO of closed batches for the
 //! sender, the sticky partition of each topic, and the batches' completions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -91,6 +93,7 @@ struct PartitionState {
 struct TopicState {
     partitions: Vec<PartitionState>,
     refreshed: Instant,
+    appends_since_check: u32,
     /// KIP-794's uniform sticky partitioner: records without key or partition go to one
     /// partition until about a batch's worth of bytes went there.
     sticky_partition: u32,
@@ -100,7 +103,7 @@ struct TopicState {
 /// Everything behind the accumulator's lock.
 #[derive(Default)]
 pub(crate) struct AccState {
-    topics: HashMap<Arc<str>, TopicState>,
+    topics: FxHashMap<Arc<str>, TopicState>,
     pub(crate) ready: VecDeque<ReadyBatch>,
     pool: Vec<RecordBatchBuilder>,
     tickets: u64,
@@ -203,17 +206,26 @@ pub(crate) fn append(
     let mut guard = shared.state.lock();
     let state = &mut *guard;
     let random = state.next_random();
-    let now = Instant::now();
-    let stale = state
-        .topics
-        .get(record.topic)
-        .is_none_or(|t| now.duration_since(t.refreshed) >= config.metadata_max_age);
+    // Partition counts are looked up again when a batch opens after `metadata.max.age`, not
+    // per record: reading the clock for every record costs more than the rest of the append.
+    let stale = match state.topics.get_mut(record.topic) {
+        None => true,
+        Some(t) => {
+            t.appends_since_check += 1;
+            t.appends_since_check >= 1024 && {
+                t.appends_since_check = 0;
+                t.refreshed.elapsed() >= config.metadata_max_age
+            }
+        }
+    };
     if stale {
+        let now = Instant::now();
         let count = shared.broker.partition_count(record.topic)?;
         let name: Arc<str> = Arc::from(record.topic);
         let entry = state.topics.entry(name.clone()).or_insert_with(|| TopicState {
             partitions: Vec::new(),
             refreshed: now,
+            appends_since_check: 0,
             sticky_partition: 0,
             sticky_bytes: usize::MAX,
         });
@@ -276,7 +288,7 @@ pub(crate) fn append(
                 builder,
                 completion: Arc::default(),
                 reserved: 0,
-                created: now,
+                created: Instant::now(),
             })
         }
     };

@@ -354,33 +354,25 @@ impl Producer {
         self.check_sendable()?;
         let size = self.record_size(&record)?;
         let shared = &self.shared;
-        let deadline = Instant::now() + shared.config.max_block;
-        let mut guard = shared.space_lock.lock();
-        loop {
-            let used = shared.buffer_used.load(Ordering::Acquire);
-            if used + size <= shared.config.buffer_memory || used == 0 {
-                if shared
-                    .buffer_used
-                    .compare_exchange(used, used + size, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
+        if !self.try_reserve(size) {
+            let deadline = Instant::now() + shared.config.max_block;
+            let mut guard = shared.space_lock.lock();
+            while !self.try_reserve(size) {
+                drop(guard);
+                self.wake_sender_now();
+                guard = shared.space_lock.lock();
+                if !self.try_reserve(size) {
+                    if shared.space_condvar.wait_until(&mut guard, deadline).timed_out() {
+                        return Err(BrokerError::BufferExhausted {
+                            buffer_memory: shared.config.buffer_memory,
+                            max_block_ms: shared.config.max_block.as_millis() as u64,
+                        });
+                    }
+                } else {
                     break;
                 }
-                continue;
-            }
-            drop(guard);
-            self.wake_sender_now();
-            guard = shared.space_lock.lock();
-            if shared.buffer_used.load(Ordering::Acquire) + size > shared.config.buffer_memory
-                && shared.space_condvar.wait_until(&mut guard, deadline).timed_out()
-            {
-                return Err(BrokerError::BufferExhausted {
-                    buffer_memory: shared.config.buffer_memory,
-                    max_block_ms: shared.config.max_block.as_millis() as u64,
-                });
             }
         }
-        drop(guard);
         match accumulator::append(&self.shared, &record, size) {
             Ok(future) => Ok(future),
             Err(e) => {
@@ -447,30 +439,41 @@ impl Producer {
         futures::future::try_join_all(futures).await
     }
 
-    async fn reserve(&self, size: usize) -> Result<()> {
+    /// Takes `size` bytes of buffer space without waiting, if there is room (or the buffer is
+    /// empty: a record larger than the buffer still goes, alone).
+    fn try_reserve(&self, size: usize) -> bool {
         let shared = &self.shared;
-        let limit = shared.config.buffer_memory;
+        let mut used = shared.buffer_used.load(Ordering::Acquire);
+        loop {
+            if used + size > shared.config.buffer_memory && used != 0 {
+                return false;
+            }
+            match shared.buffer_used.compare_exchange_weak(used, used + size, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    async fn reserve(&self, size: usize) -> Result<()> {
+        // The common case costs one compare-and-swap; only a full buffer registers a waiter.
+        if self.try_reserve(size) {
+            return Ok(());
+        }
+        let shared = &self.shared;
         let deadline = Instant::now() + shared.config.max_block;
         loop {
             let notified = shared.space_freed.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            let used = shared.buffer_used.load(Ordering::Acquire);
-            if used + size <= limit || used == 0 {
-                if shared
-                    .buffer_used
-                    .compare_exchange(used, used + size, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return Ok(());
-                }
-                continue;
+            if self.try_reserve(size) {
+                return Ok(());
             }
             // Full: make sure the sender is not waiting out a linger while we wait for space.
             self.wake_sender_now();
             if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
                 return Err(BrokerError::BufferExhausted {
-                    buffer_memory: limit,
+                    buffer_memory: shared.config.buffer_memory,
                     max_block_ms: shared.config.max_block.as_millis() as u64,
                 });
             }
