@@ -421,6 +421,10 @@ async fn three_members_polling_in_short_rounds_settle_quickly() {
         if consumers.iter().all(|c| c.assignment().len() == 2) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "not settled after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not settled after {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -363,8 +363,16 @@ impl Consumer {
         if let Some(m) = &self.inner.membership {
             m.record_poll();
         }
+        let mut first = true;
         loop {
-            let stable = if self.inner.membership.is_some() && self.is_subscribed() {
+            let group_member = self.inner.membership.is_some() && self.is_subscribed();
+            // A rebalance noticed while this poll waited ends the poll first, so the caller
+            // can commit what it processed before partitions move (a stream thread does).
+            if group_member && !first && self.rebalance_pending() {
+                return Ok(Vec::new());
+            }
+            first = false;
+            let stable = if group_member {
                 membership::ensure_active_group(self, deadline).await?
             } else {
                 true

@@ -307,6 +307,7 @@ impl GroupCoordinator {
             in_flight: watch::channel(0).0,
             wake,
             timer: Mutex::new(None),
+            runtime: std::sync::OnceLock::new(),
         });
         Ok(GroupCoordinator { shared, offsets_topic })
     }
@@ -318,7 +319,10 @@ impl GroupCoordinator {
             return;
         }
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => *timer = Some(runtime.spawn(run_timer(Arc::clone(&self.shared)))),
+            Ok(runtime) => {
+                let _ = self.shared.runtime.set(runtime.clone());
+                *timer = Some(runtime.spawn(run_timer(Arc::clone(&self.shared))));
+            }
             Err(_) => tracing::warn!(
                 "GroupCoordinator::start called outside a tokio runtime: sessions and rebalance timeouts will not expire"
             ),

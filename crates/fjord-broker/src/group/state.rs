@@ -55,6 +55,9 @@ pub(super) struct Shared {
     pub(super) in_flight: watch::Sender<usize>,
     pub(super) wake: Arc<Notify>,
     pub(super) timer: Mutex<Option<JoinHandle<()>>>,
+    /// The broker's runtime, set by `start`: writes run on its blocking pool, never on a
+    /// caller's runtime, which may be a client thread's that goes away with queued work.
+    pub(super) runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Shared {

@@ -71,7 +71,13 @@ impl Shared {
         };
         if start {
             let shared = Arc::clone(self);
-            match tokio::runtime::Handle::try_current() {
+            match self
+                .runtime
+                .get()
+                .cloned()
+                .ok_or(())
+                .or_else(|()| tokio::runtime::Handle::try_current())
+            {
                 Ok(runtime) => {
                     runtime.spawn_blocking(move || shared.drain(index));
                 }

@@ -448,7 +448,12 @@ impl Producer {
             if used + size > shared.config.buffer_memory && used != 0 {
                 return false;
             }
-            match shared.buffer_used.compare_exchange_weak(used, used + size, Ordering::AcqRel, Ordering::Acquire) {
+            match shared.buffer_used.compare_exchange_weak(
+                used,
+                used + size,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return true,
                 Err(now) => used = now,
             }
