@@ -7,3 +7,6 @@ pub use fjord_log as log;
 
 /// Broker semantics and the in-process clients (the `fjord-broker` crate).
 pub use fjord_broker as broker;
+
+/// The stream processing DSL and runtime (the `fjord-streams` crate).
+pub use fjord_streams as streams;

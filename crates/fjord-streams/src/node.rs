@@ -237,7 +237,8 @@ pub(crate) trait Lifecycle {
 
 /// A source: takes raw records.
 pub(crate) trait RawSource: Lifecycle {
-    fn process_raw(&mut self, ctx: &mut TaskContext, record: &RawRecord);
+    /// Processes `ctx.current`, the record the task is working on.
+    fn process_current(&mut self, ctx: &mut TaskContext);
 }
 
 pub(crate) type NodeRef<K, V> = Rc<RefCell<dyn Node<K, V>>>;
@@ -449,27 +450,35 @@ pub(crate) struct SourceNode<K, V> {
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> RawSource for SourceNode<K, V> {
-    fn process_raw(&mut self, ctx: &mut TaskContext, raw: &RawRecord) {
-        let key = match deserialize_opt(&*self.key_serde, raw.key.as_deref()) {
+    fn process_current(&mut self, ctx: &mut TaskContext) {
+        // Deserialize from the record in the context (no copy of its bytes), then forward with
+        // the context free for the children.
+        let Some(raw) = ctx.current.as_ref() else { return };
+        let key = deserialize_opt(&*self.key_serde, raw.key.as_deref());
+        let value = deserialize_opt(&*self.value_serde, raw.value.as_deref());
+        let (raw_timestamp, topic_offset) = (raw.timestamp, raw.offset);
+        let headers = raw.headers.clone();
+        let key = match key {
             Ok(k) => k,
             Err(e) => return ctx.record_error(&self.name, true, format!("key: {e}")),
         };
-        let value = match deserialize_opt(&*self.value_serde, raw.value.as_deref()) {
+        let value = match value {
             Ok(v) => v,
             Err(e) => return ctx.record_error(&self.name, true, format!("value: {e}")),
         };
         let timestamp = match &self.timestamp_extractor {
-            Some(extract) => extract(&key, &value, raw.timestamp, ctx.stream_time),
-            None => raw.timestamp,
+            Some(extract) => extract(&key, &value, raw_timestamp, ctx.stream_time),
+            None => raw_timestamp,
         };
         if timestamp < 0 {
             // Kafka's default: a record without a valid timestamp is skipped and counted.
-            tracing::warn!(task = %ctx.task_id, topic = %raw.topic, offset = raw.offset, timestamp, "skipping a record with a negative timestamp");
+            tracing::warn!(task = %ctx.task_id, offset = topic_offset, timestamp, "skipping a record with a negative timestamp");
             ctx.dropped_records += 1;
-            metrics::counter!("fjord_streams_dropped_records_total", "reason" => "invalid-timestamp").increment(1);
+            metrics::counter!("fjord_streams_dropped_records_total", "reason" => "invalid-timestamp")
+                .increment(1);
             return;
         }
-        let record = Record { key, value, timestamp, headers: raw.headers.clone() };
+        let record = Record { key, value, timestamp, headers };
         self.children.forward(ctx, record);
     }
 }

@@ -419,6 +419,8 @@ struct StreamThread {
     collector: Rc<RefCell<ProducerCollector>>,
     tasks: BTreeMap<TaskId, Task>,
     last_commit: Instant,
+    /// Which sub-topology reads each topic, looked up once per topic.
+    routes: std::collections::HashMap<Arc<str>, Option<u32>>,
 }
 
 impl StreamThread {
@@ -467,6 +469,7 @@ impl StreamThread {
             collector,
             tasks: BTreeMap::new(),
             last_commit: Instant::now(),
+            routes: std::collections::HashMap::new(),
         };
         let result = thread.run_loop().await;
         let closed = thread.shutdown(result.is_ok()).await;
@@ -487,17 +490,7 @@ impl StreamThread {
             let timeout = if buffered { Duration::ZERO } else { self.shared.config.poll_timeout };
             let records = self.consumer.poll(timeout).await?;
             self.reconcile_tasks(&app)?;
-            for record in records {
-                let Some(subtopology) = self.shared.topology.subtopology_of(&app, &record.topic)
-                else {
-                    continue;
-                };
-                let id = TaskId { subtopology, partition: record.partition };
-                if let Some(task) = self.tasks.get_mut(&id) {
-                    let tp = TopicPartition::new(record.topic.clone(), record.partition);
-                    task.add_records(&tp, [record]);
-                }
-            }
+            self.route(&app, records);
             // Process what is buffered, task by task, within a time budget so that polls (and
             // with them heartbeats and rebalances) keep happening.
             let started = Instant::now();
@@ -523,6 +516,48 @@ impl StreamThread {
             if self.last_commit.elapsed() >= commit_interval {
                 self.commit().await?;
             }
+        }
+    }
+
+    /// Hands fetched records to their tasks, a run of one partition at a time.
+    fn route(&mut self, app: &Arc<str>, records: Vec<crate::node::RawRecord>) {
+        let mut run: Vec<crate::node::RawRecord> = Vec::new();
+        let mut run_key: Option<(Arc<str>, u32)> = None;
+        for record in records {
+            let same = run_key
+                .as_ref()
+                .is_some_and(|(t, p)| Arc::ptr_eq(t, &record.topic) && *p == record.partition);
+            if !same {
+                if let Some((topic, partition)) = run_key.take() {
+                    self.add_run(app, topic, partition, std::mem::take(&mut run));
+                }
+                run_key = Some((record.topic.clone(), record.partition));
+            }
+            run.push(record);
+        }
+        if let Some((topic, partition)) = run_key {
+            self.add_run(app, topic, partition, run);
+        }
+    }
+
+    fn add_run(
+        &mut self,
+        app: &Arc<str>,
+        topic: Arc<str>,
+        partition: u32,
+        run: Vec<crate::node::RawRecord>,
+    ) {
+        let subtopology = match self.routes.get(&topic) {
+            Some(s) => *s,
+            None => {
+                let s = self.shared.topology.subtopology_of(app, &topic);
+                self.routes.insert(topic.clone(), s);
+                s
+            }
+        };
+        let Some(subtopology) = subtopology else { return };
+        if let Some(task) = self.tasks.get_mut(&TaskId { subtopology, partition }) {
+            task.add_records(&TopicPartition::new(topic, partition), run);
         }
     }
 

@@ -5,7 +5,7 @@
 //! takes the queue whose first record is oldest (Kafka's `PartitionGroup`). Stream time is
 //! the largest timestamp processed so far; stream-time punctuations fire as it passes them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use fjord_log::TopicPartition;
@@ -16,15 +16,21 @@ use crate::graph::NodeId;
 use crate::node::{LifeRef, RawRecord, SourceRef, TaskContext};
 use crate::processor::PunctuationType;
 
+/// Queued records of one input partition and the offset to commit for it.
+struct InputQueue {
+    partition: TopicPartition,
+    records: VecDeque<RawRecord>,
+    /// Next offset to commit, once a record was processed.
+    next_offset: Option<i64>,
+}
+
 /// One task.
 pub(crate) struct Task {
     pub(crate) id: TaskId,
     sources: Vec<(Arc<str>, SourceRef)>,
     lifecycles: Vec<(NodeId, LifeRef)>,
     pub(crate) ctx: TaskContext,
-    queues: Vec<(TopicPartition, VecDeque<RawRecord>)>,
-    /// Next offset to commit per input partition.
-    pub(crate) consumed: BTreeMap<TopicPartition, i64>,
+    queues: Vec<InputQueue>,
     /// Whether anything was processed since the last commit.
     pub(crate) dirty: bool,
     initialized: bool,
@@ -44,7 +50,6 @@ impl Task {
             lifecycles,
             ctx,
             queues: Vec::new(),
-            consumed: BTreeMap::new(),
             dirty: false,
             initialized: false,
             processed: 0,
@@ -69,54 +74,60 @@ impl Task {
         tp: &TopicPartition,
         records: impl IntoIterator<Item = RawRecord>,
     ) {
-        let queue = match self.queues.iter_mut().position(|(q, _)| q == tp) {
-            Some(i) => &mut self.queues[i].1,
+        let index = match self.queues.iter().position(|q| q.partition == *tp) {
+            Some(i) => i,
             None => {
-                self.queues.push((tp.clone(), VecDeque::new()));
-                let last = self.queues.len() - 1;
-                &mut self.queues[last].1
+                self.queues.push(InputQueue {
+                    partition: tp.clone(),
+                    records: VecDeque::new(),
+                    next_offset: None,
+                });
+                self.queues.len() - 1
             }
         };
-        queue.extend(records);
+        self.queues[index].records.extend(records);
     }
 
     /// Records queued and not processed.
     pub(crate) fn buffered(&self) -> usize {
-        self.queues.iter().map(|(_, q)| q.len()).sum()
+        self.queues.iter().map(|q| q.records.len()).sum()
     }
 
     /// Processes up to `max` queued records in timestamp order. Returns how many.
     pub(crate) fn process(&mut self, max: usize) -> Result<usize, StreamsError> {
         let mut done = 0;
         while done < max {
-            let Some(index) = self
-                .queues
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, q))| q.front().map(|r| (i, r.timestamp)))
-                .min_by_key(|&(_, ts)| ts)
-                .map(|(i, _)| i)
+            let index = if self.queues.len() == 1 {
+                0
+            } else {
+                let Some(index) = self
+                    .queues
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, q)| q.records.front().map(|r| (i, r.timestamp)))
+                    .min_by_key(|&(_, ts)| ts)
+                    .map(|(i, _)| i)
+                else {
+                    break;
+                };
+                index
+            };
+            let Some(record) = self.queues.get_mut(index).and_then(|q| q.records.pop_front())
             else {
                 break;
             };
-            let (tp, queue) = &mut self.queues[index];
-            let Some(record) = queue.pop_front() else { break };
-            let tp = tp.clone();
-            self.process_record(&tp, record)?;
+            self.process_record(index, record)?;
             done += 1;
         }
         Ok(done)
     }
 
-    fn process_record(
-        &mut self,
-        tp: &TopicPartition,
-        record: RawRecord,
-    ) -> Result<(), StreamsError> {
+    fn process_record(&mut self, index: usize, record: RawRecord) -> Result<(), StreamsError> {
+        // Most tasks read one topic: compare the shared name's pointer before its bytes.
         let source = self
             .sources
             .iter()
-            .find(|(topic, _)| **topic == *record.topic)
+            .find(|(topic, _)| Arc::ptr_eq(topic, &record.topic) || **topic == *record.topic)
             .map(|(_, s)| s.clone())
             .ok_or_else(|| {
                 StreamsError::IllegalState(format!(
@@ -129,19 +140,15 @@ impl Task {
             self.ctx.stream_time = record.timestamp;
         }
         self.ctx.current = Some(record);
-        {
-            let current = self.ctx.current.take();
-            if let Some(current) = &current {
-                self.ctx.current = Some(current.clone());
-                source.borrow_mut().process_raw(&mut self.ctx, current);
-            }
-        }
-        self.consumed.insert(tp.clone(), offset + 1);
+        source.borrow_mut().process_current(&mut self.ctx);
+        self.queues[index].next_offset = Some(offset + 1);
         self.dirty = true;
         self.processed += 1;
-        self.take_failure()?;
-        self.punctuate(PunctuationType::StreamTime, self.ctx.stream_time)?;
         self.ctx.current = None;
+        self.take_failure()?;
+        if !self.ctx.schedules.is_empty() {
+            self.punctuate(PunctuationType::StreamTime, self.ctx.stream_time)?;
+        }
         Ok(())
     }
 
@@ -183,7 +190,7 @@ impl Task {
 
     /// The offsets to commit: the next offset of every input partition processed.
     pub(crate) fn committable_offsets(&self) -> Vec<(TopicPartition, i64)> {
-        self.consumed.iter().map(|(tp, o)| (tp.clone(), *o)).collect()
+        self.queues.iter().filter_map(|q| q.next_offset.map(|o| (q.partition.clone(), o))).collect()
     }
 
     /// Closes the processors.
