@@ -1,0 +1,100 @@
+//! State store engines: where stateful operators keep their state.
+//!
+//! Stores work on bytes; `fjord-streams` puts typed access, the record cache and the changelog
+//! on top. Every store writes through atomic batches that also record the changelog offset the
+//! batch brings the store up to, so that a store is always consistent with a changelog position
+//! (design.md section 6): after a crash, restoring from that offset to the end of the
+//! changelog gives exactly the committed state.
+//!
+//! Engines: RocksDB (persistent, in the state directory, memory bounded for the whole process
+//! through one shared block cache and write buffer manager, see [`RocksDbEnv`]) and in-memory
+//! (restored from the changelog on start).
+
+use std::ops::Bound;
+
+mod memory;
+
+pub use memory::InMemoryStore;
+
+/// Errors of the stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("state store `{store}` ({path}): {message}")]
+    RocksDb {
+        /// The store.
+        store: String,
+        /// Its directory.
+        path: String,
+        /// What RocksDB said.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("state store `{store}`: {op} {path}: {source}")]
+    Io {
+        /// The store.
+        store: String,
+        /// What was done.
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored bytes are not what the store wrote.
+    #[error("state store `{store}` is corrupt: {reason}")]
+    Corrupt {
+        /// The store.
+        store: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A batch of writes applied atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// `(key, Some(value))` puts, `(key, None)` deletes, applied in order.
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    /// Adds a put.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+    /// Adds a delete.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Key-value pairs in key order.
+pub type KeyValueIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
+
+/// A key-value store of bytes, ordered by key (bytewise).
+///
+/// Reads may come from any thread (interactive queries) while the owning stream thread
+/// writes; writes come from one thread at a time.
+pub trait KeyValueBytesStore: Send + Sync {
+    /// The store's name.
+    fn name(&self) -> &str;
+    /// The value of a key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The pairs with keys in the range, in key order.
+    fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KeyValueIter<'_>, StoreError>;
+    /// Applies a batch atomically, together with the changelog offset it brings the store up
+    /// to (the next changelog offset to restore from), if given.
+    fn write(&self, batch: &WriteBatch, changelog_offset: Option<i64>) -> Result<(), StoreError>;
+    /// The changelog offset recorded by the last write that had one.
+    fn changelog_offset(&self) -> Result<Option<i64>, StoreError>;
+    /// An estimate of the number of keys.
+    fn approximate_num_entries(&self) -> Result<u64, StoreError>;
+    /// Makes written data durable (RocksDB: flushes memtables; memory: nothing).
+    fn flush(&self) -> Result<(), StoreError>;
+}
