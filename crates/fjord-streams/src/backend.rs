@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fjord_broker::{
     Admin, Broker, BrokerError, ConsumerConfig, ConsumerGroupMetadata, IsolationLevel, NewTopic,
-    OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    OffsetReset, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
 };
 use fjord_log::record::Header as LogHeader;
 use fjord_log::{LogError, TopicPartition};
@@ -65,6 +65,30 @@ pub trait Backend: Send + Sync + 'static {
     async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn StreamConsumer>, StreamsError>;
     /// A producer.
     async fn producer(&self, spec: ProducerSpec) -> Result<Box<dyn StreamProducer>, StreamsError>;
+    /// A consumer outside any group, for restoring stores from their changelogs.
+    async fn restore_consumer(
+        &self,
+        client_id: String,
+        read_committed: bool,
+    ) -> Result<Box<dyn RestoreConsumer>, StreamsError>;
+    /// The end of each partition as a reader sees it now: the high watermark, or the last
+    /// stable offset when `read_committed`.
+    async fn end_offsets(
+        &self,
+        partitions: &[TopicPartition],
+        read_committed: bool,
+    ) -> Result<Vec<i64>, StreamsError>;
+}
+
+/// Reads changelog partitions from given offsets (Kafka Streams' restore consumer).
+#[async_trait]
+pub trait RestoreConsumer: Send {
+    /// Reads these partitions, each from its offset (out of range: from the earliest).
+    fn assign(&mut self, partitions: &[(TopicPartition, i64)]) -> Result<(), StreamsError>;
+    /// Fetches records.
+    async fn poll(&mut self, timeout: Duration) -> Result<Vec<RawRecord>, StreamsError>;
+    /// The next offset it will read of a partition.
+    fn position(&self, partition: &TopicPartition) -> Result<i64, StreamsError>;
 }
 
 /// The consumer side of a stream thread.
@@ -210,10 +234,81 @@ impl Backend for EmbeddedBackend {
             header_scratch: Vec::new(),
         }))
     }
+
+    async fn restore_consumer(
+        &self,
+        client_id: String,
+        read_committed: bool,
+    ) -> Result<Box<dyn RestoreConsumer>, StreamsError> {
+        let config = ConsumerConfig {
+            client_id,
+            group_id: None,
+            auto_offset_reset: OffsetReset::Earliest,
+            enable_auto_commit: false,
+            isolation_level: if read_committed {
+                IsolationLevel::ReadCommitted
+            } else {
+                IsolationLevel::ReadUncommitted
+            },
+            max_poll_records: 10_000,
+            ..ConsumerConfig::default()
+        };
+        Ok(Box::new(EmbeddedConsumer { consumer: fjord_broker::Consumer::new(&self.broker, config)? }))
+    }
+
+    async fn end_offsets(
+        &self,
+        partitions: &[TopicPartition],
+        read_committed: bool,
+    ) -> Result<Vec<i64>, StreamsError> {
+        let spec = if read_committed { OffsetSpec::LatestCommitted } else { OffsetSpec::Latest };
+        partitions
+            .iter()
+            .map(|tp| Ok(self.broker.list_offset(tp, spec)?.offset))
+            .collect()
+    }
 }
 
 struct EmbeddedConsumer {
     consumer: fjord_broker::Consumer,
+}
+
+fn raw_records(records: Vec<fjord_broker::ConsumerRecord>) -> Vec<RawRecord> {
+    records
+        .into_iter()
+        .map(|r| {
+            let headers = Headers::from_log(r.headers());
+            RawRecord {
+                topic: r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers,
+            }
+        })
+        .collect()
+}
+
+#[async_trait]
+impl RestoreConsumer for EmbeddedConsumer {
+    fn assign(&mut self, partitions: &[(TopicPartition, i64)]) -> Result<(), StreamsError> {
+        let tps: Vec<TopicPartition> = partitions.iter().map(|(tp, _)| tp.clone()).collect();
+        self.consumer.assign(&tps)?;
+        for (tp, offset) in partitions {
+            self.consumer.seek(tp, *offset)?;
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, timeout: Duration) -> Result<Vec<RawRecord>, StreamsError> {
+        Ok(raw_records(self.consumer.poll(timeout).await?))
+    }
+
+    fn position(&self, partition: &TopicPartition) -> Result<i64, StreamsError> {
+        Ok(self.consumer.position(partition)?.unwrap_or(0))
+    }
 }
 
 #[async_trait]
@@ -224,22 +319,7 @@ impl StreamConsumer for EmbeddedConsumer {
     }
 
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<RawRecord>, StreamsError> {
-        let records = self.consumer.poll(timeout).await?;
-        Ok(records
-            .into_iter()
-            .map(|r| {
-                let headers = Headers::from_log(r.headers());
-                RawRecord {
-                    topic: r.topic,
-                    partition: r.partition,
-                    offset: r.offset,
-                    timestamp: r.timestamp,
-                    key: r.key,
-                    value: r.value,
-                    headers,
-                }
-            })
-            .collect())
+        Ok(raw_records(self.consumer.poll(timeout).await?))
     }
 
     fn assignment(&self) -> Vec<TopicPartition> {

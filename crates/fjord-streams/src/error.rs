@@ -52,6 +52,14 @@ pub enum StreamsError {
     /// The backend (broker or Kafka) failed.
     #[error(transparent)]
     Broker(#[from] fjord_broker::BrokerError),
+    /// A state store failed (its engine, or a value its serde cannot read or write).
+    #[error("state store `{store}`: {message}")]
+    State {
+        /// The store.
+        store: String,
+        /// What happened.
+        message: String,
+    },
     /// The application is not in a state that allows the call.
     #[error("{0}")]
     IllegalState(String),

@@ -3,7 +3,10 @@
 
 use std::any::Any;
 
+use std::sync::Arc;
+
 use crate::error::StreamsError;
+use crate::state::StoreSpec;
 
 /// Index of a node in the graph.
 pub(crate) type NodeId = usize;
@@ -55,11 +58,17 @@ pub struct InternalTopic {
 pub(crate) struct Graph {
     pub(crate) nodes: Vec<GraphNode>,
     pub(crate) internal_topics: Vec<InternalTopic>,
+    pub(crate) stores: Vec<Arc<StoreSpec>>,
 }
 
 impl Graph {
     pub(crate) fn node(&self, id: NodeId) -> Result<&GraphNode, StreamsError> {
         self.nodes.get(id).ok_or_else(|| StreamsError::Topology(format!("no node {id}")))
+    }
+
+    /// The store named `name`.
+    pub(crate) fn store(&self, name: &str) -> Option<&Arc<StoreSpec>> {
+        self.stores.iter().find(|s| s.name == name)
     }
 
     /// Whether `name` is one of the application's own topics.

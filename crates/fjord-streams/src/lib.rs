@@ -16,6 +16,7 @@ mod node;
 pub mod processor;
 mod record;
 mod runtime;
+mod state;
 pub mod serdes;
 mod task;
 mod topology;
@@ -32,6 +33,7 @@ pub use node::{Emitter, RawRecord, RecordCollector};
 pub use processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};
 pub use record::{Header, Headers, Record};
 pub use runtime::{ProcessingGuarantee, Streams, StreamsConfig, StreamsState};
+pub use state::{CachedStore, Change, KeyValueStore, StoreKind, StoreSpec};
 pub use serdes::{Serde, SerdeError, SerdeRef, Serdes};
 pub use topology::{Subtopology, Topology};
 

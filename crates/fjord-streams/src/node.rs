@@ -22,6 +22,7 @@ use crate::graph::{Graph, NodeId};
 use crate::processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};
 use crate::record::{Headers, Record};
 use crate::serdes::{SerdeRef, deserialize_opt};
+use crate::state::{CachedStore, StoreRef, StoreSpec};
 
 /// A fetched record as the runtime hands it to a task: raw key and value bytes, shared with the
 /// fetch buffer.
@@ -231,6 +232,8 @@ pub(crate) trait Node<K, V> {
 /// Lifecycle hooks every node has.
 pub(crate) trait Lifecycle {
     fn init(&mut self, _ctx: &mut TaskContext) {}
+    /// Flushes the node's store cache, forwarding what it held back (at commit).
+    fn flush(&mut self, _ctx: &mut TaskContext) {}
     fn punctuate(&mut self, _ctx: &mut TaskContext, _id: ScheduleId, _timestamp: i64) {}
     fn close(&mut self) {}
 }
@@ -297,17 +300,59 @@ impl<K: Clone, V: Clone> Children<K, V> {
     }
 }
 
+/// Opens the engine of a store for a task (RocksDB in the state directory, or memory).
+pub(crate) type EngineOpener<'a> = &'a mut dyn FnMut(
+    &StoreSpec,
+    TaskId,
+) -> Result<Arc<dyn fjord_state::KeyValueBytesStore>, StreamsError>;
+
 /// Builds the nodes of one task from the shared graph, each node once.
 pub(crate) struct Instantiator<'g> {
     graph: &'g Graph,
     application_id: &'g str,
     built: HashMap<NodeId, Box<dyn Any>>,
     pub(crate) lifecycles: Vec<(NodeId, LifeRef)>,
+    task_id: TaskId,
+    opener: EngineOpener<'g>,
+    cache_bytes: usize,
+    pub(crate) stores: Vec<StoreRef>,
 }
 
 impl<'g> Instantiator<'g> {
-    pub(crate) fn new(graph: &'g Graph, application_id: &'g str) -> Self {
-        Instantiator { graph, application_id, built: HashMap::new(), lifecycles: Vec::new() }
+    pub(crate) fn new(
+        graph: &'g Graph,
+        application_id: &'g str,
+        task_id: TaskId,
+        opener: EngineOpener<'g>,
+        cache_bytes: usize,
+    ) -> Self {
+        Instantiator {
+            graph,
+            application_id,
+            built: HashMap::new(),
+            lifecycles: Vec::new(),
+            task_id,
+            opener,
+            cache_bytes,
+            stores: Vec::new(),
+        }
+    }
+
+    /// The store `name` of this task, opened on first use.
+    pub(crate) fn store(&mut self, name: &str) -> Result<StoreRef, StreamsError> {
+        if let Some(store) = self.stores.iter().find(|s| s.borrow().spec().name == name) {
+            return Ok(store.clone());
+        }
+        let spec = self.graph.store(name).cloned().ok_or_else(|| {
+            StreamsError::Topology(format!("no state store named `{name}`: add it to the builder"))
+        })?;
+        let engine = (self.opener)(&spec, self.task_id)?;
+        let changelog = spec
+            .logged
+            .then(|| (self.topic(&spec.changelog_topic()), self.task_id.partition));
+        let store = Rc::new(RefCell::new(CachedStore::new(spec, engine, changelog, self.cache_bytes)));
+        self.stores.push(store.clone());
+        Ok(store)
     }
 
     /// The name of node `id`.

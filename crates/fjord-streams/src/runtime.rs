@@ -63,6 +63,8 @@ pub struct StreamsConfig {
     pub poll_timeout: Duration,
     /// `max.poll.records` of the stream threads' consumers.
     pub max_poll_records: usize,
+    /// `statestore.cache.max.bytes`: the record caches of all threads together (10 MiB).
+    pub cache_max_bytes: usize,
 }
 
 impl StreamsConfig {
@@ -79,6 +81,7 @@ impl StreamsConfig {
             processing_errors: ErrorAction::Fail,
             poll_timeout: Duration::from_millis(100),
             max_poll_records: 1000,
+            cache_max_bytes: 10 * 1024 * 1024,
         }
     }
 
@@ -119,6 +122,8 @@ struct Shared {
     committed: AtomicU64,
     /// Threads that have their assignment and are processing.
     running_threads: Mutex<BTreeSet<usize>>,
+    /// The stores' engines: opened per task, and readable by interactive queries.
+    stores: crate::state::StoreEngines,
 }
 
 /// A running streams application (Kafka's `KafkaStreams`).
@@ -154,6 +159,7 @@ impl Streams {
                 reason: "must be at least 1".into(),
             });
         }
+        let config_state_dir = config.state_dir.clone();
         Ok(Streams {
             shared: Arc::new(Shared {
                 config,
@@ -165,6 +171,7 @@ impl Streams {
                 processed: AtomicU64::new(0),
                 committed: AtomicU64::new(0),
                 running_threads: Mutex::new(BTreeSet::new()),
+                stores: crate::state::StoreEngines::new(&config_state_dir)?,
             }),
             threads: Vec::new(),
         })
@@ -219,11 +226,7 @@ impl Streams {
                 let count = match topic.partitions {
                     Some(n) => Some(n),
                     None => {
-                        let writer = topology
-                            .subtopologies()
-                            .iter()
-                            .find(|s| s.sink_topics.contains(&topic.name));
-                        writer.and_then(|s| {
+                        topology.writer_of(&topic.name).and_then(|s| {
                             let known: Option<Vec<u32>> =
                                 s.source_topics.iter().map(|t| counts.get(t).copied()).collect();
                             known.and_then(|k| k.into_iter().max())
@@ -248,9 +251,7 @@ impl Streams {
                     ("cleanup.policy".to_string(), "delete".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
                 ]),
-                InternalTopicKind::Changelog => {
-                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
-                }
+                InternalTopicKind::Changelog => changelog_configs(topology, &topic.name),
             };
             specs.push(TopicSpec {
                 name: topology.resolve_topic(app, &topic.name),
@@ -416,6 +417,7 @@ struct StreamThread {
     index: usize,
     name: String,
     consumer: Box<dyn StreamConsumer>,
+    restore_consumer: Box<dyn crate::backend::RestoreConsumer>,
     collector: Rc<RefCell<ProducerCollector>>,
     tasks: BTreeMap<TaskId, Task>,
     last_commit: Instant,
@@ -461,11 +463,14 @@ impl StreamThread {
             in_transaction: false,
             transactional: exactly_once,
         }));
+        let restore_consumer =
+            shared.backend.restore_consumer(format!("{name}-restore-consumer"), exactly_once).await?;
         let mut thread = StreamThread {
             shared: shared.clone(),
             index,
             name,
             consumer,
+            restore_consumer,
             collector,
             tasks: BTreeMap::new(),
             last_commit: Instant::now(),
@@ -489,7 +494,7 @@ impl StreamThread {
             let buffered = self.tasks.values().any(|t| t.buffered() > 0);
             let timeout = if buffered { Duration::ZERO } else { self.shared.config.poll_timeout };
             let records = self.consumer.poll(timeout).await?;
-            self.reconcile_tasks(&app)?;
+            self.reconcile_tasks(&app).await?;
             self.route(&app, records);
             // Process what is buffered, task by task, within a time budget so that polls (and
             // with them heartbeats and rebalances) keep happening.
@@ -563,7 +568,7 @@ impl StreamThread {
 
     /// Makes the tasks match the assignment: a task per (sub-topology, partition) of the
     /// assigned partitions.
-    fn reconcile_tasks(&mut self, app: &Arc<str>) -> Result<(), StreamsError> {
+    async fn reconcile_tasks(&mut self, app: &Arc<str>) -> Result<(), StreamsError> {
         let assignment = self.consumer.assignment();
         let mut wanted = BTreeSet::new();
         for tp in &assignment {
@@ -577,8 +582,15 @@ impl StreamThread {
             if let Some(mut task) = self.tasks.remove(&id) {
                 tracing::info!(thread = %self.name, task = %id, "closing revoked task");
                 task.close();
+                self.shared.stores.close_task(id);
             }
         }
+        let new_tasks = wanted.iter().filter(|id| !self.tasks.contains_key(id)).count();
+        // The cache budget is shared by the thread's tasks' stores.
+        let cache_bytes = self.shared.config.cache_max_bytes
+            / self.shared.config.num_stream_threads
+            / wanted.len().max(1)
+            / self.shared.topology.stores().len().max(1);
         for id in wanted {
             if self.tasks.contains_key(&id) {
                 continue;
@@ -588,11 +600,31 @@ impl StreamThread {
                 deserialization: self.shared.config.deserialization_errors.clone(),
                 processing: self.shared.config.processing_errors.clone(),
             };
-            let mut task = self.shared.topology.build_task(id, app, collector, errors)?;
+            let stores = &self.shared.stores;
+            let mut opener = |spec: &crate::state::StoreSpec, task: TaskId| stores.open(spec, task);
+            let mut task = self.shared.topology.build_task(
+                id,
+                app,
+                collector,
+                errors,
+                &mut opener,
+                cache_bytes,
+            )?;
+            crate::state::restore(
+                &mut task,
+                self.restore_consumer.as_mut(),
+                self.shared.backend.as_ref(),
+                self.shared.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
+                &self.shared.shutdown,
+            )
+            .await?;
             task.ctx.wall_clock = wall_clock_ms();
             task.initialize()?;
             tracing::info!(thread = %self.name, task = %id, "created task");
             self.tasks.insert(id, task);
+        }
+        if new_tasks > 0 {
+            tracing::debug!(thread = %self.name, new_tasks, "tasks created");
         }
         let mut running = self.shared.running_threads.lock();
         if !assignment.is_empty() || !self.consumer.rebalance_pending() {
@@ -622,9 +654,13 @@ impl StreamThread {
     /// offsets go into the open transaction, which then commits.
     async fn commit(&mut self) -> Result<(), StreamsError> {
         self.last_commit = Instant::now();
+        let started = Instant::now();
+        // 1. Caches go downstream and to the changelogs (in the transaction, exactly-once).
+        for task in self.tasks.values_mut() {
+            task.flush_state()?;
+        }
         let offsets: Vec<(TopicPartition, i64)> =
             self.tasks.values().filter(|t| t.dirty).flat_map(|t| t.committable_offsets()).collect();
-        let started = Instant::now();
         let (transactional, in_transaction) = {
             let c = self.collector.borrow();
             (c.transactional, c.in_transaction)
@@ -654,6 +690,19 @@ impl StreamThread {
         self.return_producer(producer);
         result?;
         self.collector.borrow_mut().in_transaction = false;
+        // 2. The changelog records are durable: apply the staged store writes with the
+        // changelog offsets they reflect.
+        let changelogs: Vec<TopicPartition> =
+            self.tasks.values().flat_map(|t| t.staged_changelogs()).collect();
+        let end_offsets: Vec<(TopicPartition, i64)> = if changelogs.is_empty() {
+            Vec::new()
+        } else {
+            let ends = self.shared.backend.end_offsets(&changelogs, transactional).await?;
+            changelogs.into_iter().zip(ends).collect()
+        };
+        for task in self.tasks.values_mut() {
+            task.apply_staged(&end_offsets)?;
+        }
         for task in self.tasks.values_mut() {
             task.dirty = false;
         }
@@ -668,8 +717,9 @@ impl StreamThread {
         if clean && self.tasks.values().any(|t| t.dirty) {
             result = self.commit().await;
         }
-        for task in self.tasks.values_mut() {
+        for (id, task) in self.tasks.iter_mut() {
             task.close();
+            self.shared.stores.close_task(*id);
         }
         self.tasks.clear();
         let in_transaction = std::mem::take(&mut self.collector.borrow_mut().in_transaction);
@@ -686,6 +736,25 @@ impl StreamThread {
         }
         tracing::info!(thread = %self.name, "stream thread stopped");
         result
+    }
+}
+
+/// A changelog is compacted; a window or session store's also drops what is older than the
+/// store's retention plus a day (Kafka's `windowstore.changelog.additional.retention.ms`).
+fn changelog_configs(topology: &Topology, topic: &str) -> BTreeMap<String, String> {
+    let retention = topology.stores().iter().find(|s| s.changelog_topic() == topic).and_then(
+        |s| match s.kind {
+            crate::state::StoreKind::KeyValue => None,
+            crate::state::StoreKind::Window { retention_ms }
+            | crate::state::StoreKind::Session { retention_ms } => Some(retention_ms),
+        },
+    );
+    match retention {
+        None => BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        Some(ms) => BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("retention.ms".to_string(), (ms.saturating_add(86_400_000)).to_string()),
+        ]),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::StreamsError;
 use crate::graph::NodeId;
 use crate::node::{LifeRef, RawRecord, SourceRef, TaskContext};
 use crate::processor::PunctuationType;
+use crate::state::StoreRef;
 
 /// Queued records of one input partition and the offset to commit for it.
 struct InputQueue {
@@ -29,12 +30,16 @@ pub(crate) struct Task {
     pub(crate) id: TaskId,
     sources: Vec<(Arc<str>, SourceRef)>,
     lifecycles: Vec<(NodeId, LifeRef)>,
+    /// The task's state stores.
+    pub(crate) stores: Vec<StoreRef>,
     pub(crate) ctx: TaskContext,
     queues: Vec<InputQueue>,
     /// Whether anything was processed since the last commit.
     pub(crate) dirty: bool,
     initialized: bool,
     pub(crate) processed: u64,
+    /// Changelog records replayed into the stores when the task started.
+    pub(crate) restored_records: u64,
 }
 
 impl Task {
@@ -42,17 +47,20 @@ impl Task {
         id: TaskId,
         sources: Vec<(Arc<str>, SourceRef)>,
         lifecycles: Vec<(NodeId, LifeRef)>,
+        stores: Vec<StoreRef>,
         ctx: TaskContext,
     ) -> Self {
         Task {
             id,
             sources,
             lifecycles,
+            stores,
             ctx,
             queues: Vec::new(),
             dirty: false,
             initialized: false,
             processed: 0,
+            restored_records: 0,
         }
     }
 
@@ -191,6 +199,67 @@ impl Task {
     /// The offsets to commit: the next offset of every input partition processed.
     pub(crate) fn committable_offsets(&self) -> Vec<(TopicPartition, i64)> {
         self.queues.iter().filter_map(|q| q.next_offset.map(|o| (q.partition.clone(), o))).collect()
+    }
+
+    /// Flushes the store caches: operators forward what their caches held back, upstream
+    /// operators first so that what they forward reaches the caches below before those flush;
+    /// then every store sends its remaining dirty entries to its changelog. Writes are staged
+    /// until [`Self::apply_staged`].
+    pub(crate) fn flush_state(&mut self) -> Result<(), StreamsError> {
+        if self.stores.is_empty() {
+            return Ok(());
+        }
+        // Lifecycles are listed children first (the instantiator builds depth first).
+        for (_, node) in self.lifecycles.iter().rev() {
+            node.borrow_mut().flush(&mut self.ctx);
+            if let Some(e) = self.ctx.failure.take() {
+                return Err(e);
+            }
+        }
+        for store in &self.stores {
+            store.borrow_mut().flush(&mut self.ctx);
+        }
+        self.take_failure()
+    }
+
+    /// The changelog partitions of stores with staged writes.
+    pub(crate) fn staged_changelogs(&self) -> Vec<TopicPartition> {
+        self.stores
+            .iter()
+            .filter_map(|s| {
+                let s = s.borrow();
+                if !s.has_staged() {
+                    return None;
+                }
+                s.changelog().map(|(t, p)| TopicPartition::new(t.clone(), *p))
+            })
+            .collect()
+    }
+
+    /// Applies staged store writes to the engines, each with its changelog's end offset (once
+    /// the flushed changelog records are durable).
+    pub(crate) fn apply_staged(
+        &mut self,
+        end_offsets: &[(TopicPartition, i64)],
+    ) -> Result<(), StreamsError> {
+        for store in &self.stores {
+            let mut store = store.borrow_mut();
+            let offset = store.changelog().and_then(|(t, p)| {
+                end_offsets
+                    .iter()
+                    .find(|(tp, _)| tp.partition == *p && *tp.topic == **t)
+                    .map(|(_, o)| *o)
+            });
+            store.apply(offset)?;
+        }
+        Ok(())
+    }
+
+    /// Drops cached and staged state after a failed commit.
+    pub(crate) fn reset_state_caches(&mut self) {
+        for store in &self.stores {
+            store.borrow_mut().reset_cache();
+        }
     }
 
     /// Closes the processors.

@@ -26,6 +26,8 @@ pub struct Subtopology {
     pub source_topics: Vec<String>,
     /// Topics its sinks write (dynamic sinks are not listed).
     pub sink_topics: Vec<String>,
+    /// The state stores its processors use.
+    pub stores: Vec<String>,
 }
 
 /// A validated topology, shared by every stream thread.
@@ -118,6 +120,20 @@ impl Topology {
                     _ => None,
                 })
                 .collect();
+            let mut stores: Vec<String> = Vec::new();
+            for &id in &nodes {
+                for store in &graph.nodes[id].stores {
+                    if graph.store(store).is_none() {
+                        errors.push(format!(
+                            "processor `{}` uses state store `{store}`, which was not added to the builder",
+                            graph.nodes[id].name
+                        ));
+                    }
+                    if !stores.contains(store) {
+                        stores.push(store.clone());
+                    }
+                }
+            }
             if sources.is_empty() {
                 errors.push(format!(
                     "nodes {:?} are not connected to any source",
@@ -137,7 +153,18 @@ impl Topology {
                 sources,
                 source_topics,
                 sink_topics,
+                stores,
             });
+        }
+        let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, sub) in subtopologies.iter().enumerate() {
+            for store in &sub.stores {
+                if let Some(other) = owner.insert(store, i) {
+                    errors.push(format!(
+                        "state store `{store}` is used by sub-topologies {other} and {i}: a store belongs to one sub-topology (read another's table through a join or a global table)"
+                    ));
+                }
+            }
         }
         if !errors.is_empty() {
             return Err(StreamsError::Topology(errors.join("; ")));
@@ -168,6 +195,20 @@ impl Topology {
         out.into_iter().collect()
     }
 
+    /// The sub-topology that writes an internal topic: a repartition topic's sink, or a
+    /// changelog's store.
+    pub fn writer_of(&self, topic: &str) -> Option<&Subtopology> {
+        self.subtopologies.iter().find(|s| {
+            s.sink_topics.iter().any(|t| t == topic)
+                || s.stores.iter().any(|store| format!("{store}-changelog") == topic)
+        })
+    }
+
+    /// The state stores of the topology.
+    pub fn stores(&self) -> &[Arc<crate::state::StoreSpec>] {
+        &self.graph.stores
+    }
+
     /// The real name of a topic for an application (internal ones are prefixed).
     pub fn resolve_topic(&self, application_id: &str, name: &str) -> String {
         self.graph.resolve_topic(application_id, name)
@@ -190,12 +231,14 @@ impl Topology {
         application_id: &Arc<str>,
         collector: CollectorRef,
         errors: ErrorPolicy,
+        opener: crate::node::EngineOpener<'_>,
+        cache_bytes: usize,
     ) -> Result<Task, StreamsError> {
         let sub = self
             .subtopologies
             .get(id.subtopology as usize)
             .ok_or_else(|| StreamsError::Topology(format!("no sub-topology {}", id.subtopology)))?;
-        let mut inst = Instantiator::new(&self.graph, application_id);
+        let mut inst = Instantiator::new(&self.graph, application_id, id, opener, cache_bytes);
         let mut sources: Vec<(Arc<str>, SourceRef)> = Vec::new();
         for &node in &sub.sources {
             let source = inst.source(node)?;
@@ -206,8 +249,9 @@ impl Topology {
             }
         }
         let lifecycles = std::mem::take(&mut inst.lifecycles);
+        let stores = std::mem::take(&mut inst.stores);
         let ctx = TaskContext::new(id, application_id.clone(), collector, errors);
-        Ok(Task::new(id, sources, lifecycles, ctx))
+        Ok(Task::new(id, sources, lifecycles, stores, ctx))
     }
 
     /// The topology in Kafka's `TopologyDescription` text form.

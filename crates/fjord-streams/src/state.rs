@@ -1,0 +1,579 @@
+//! State stores as a task sees them: a write-back record cache in front of a store engine
+//! (`fjord-state`: RocksDB or memory), the store's changelog, and typed access through serdes.
+//!
+//! The commit protocol of design.md section 6 lives here, so that exactly-once only has to
+//! wrap it in a transaction:
+//!
+//! 1. Between commits, writes land in the cache. Repeated updates of a key cost one entry
+//!    (Kafka Streams' record cache): the operator that owns the store forwards one update per
+//!    key downstream when the cache is flushed, not one per input record.
+//! 2. At a flush (every commit, or earlier when the cache is over its byte budget), dirty
+//!    entries go downstream and to the changelog, and their writes are *staged*: they serve
+//!    reads but are not in the engine yet.
+//! 3. Once the changelog records are durable (at-least-once: the producer flushed;
+//!    exactly-once: the transaction committed), the runtime applies the staged writes to the
+//!    engine in one atomic batch that also records the changelog offset they bring the store
+//!    up to.
+//!
+//! So the engine only ever holds committed state, and its recorded changelog offset never runs
+//! ahead of the committed changelog. A crash anywhere costs at most a replay of the changelog
+//! tail from that offset (restoration, on start or when a task moves).
+//!
+//! Reads from other threads (interactive queries) go to the engine: they see the state as of
+//! the last commit.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use fjord_state::{KeyValueBytesStore, WriteBatch};
+
+use crate::error::StreamsError;
+use crate::node::TaskContext;
+use crate::record::Headers;
+use crate::serdes::SerdeRef;
+
+/// An update of a table row: the new value and, where the operator needs it, the old one
+/// (Kafka Streams' `Change`). `None` is a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<V> {
+    /// The value after the update.
+    pub new: Option<V>,
+    /// The value before it.
+    pub old: Option<V>,
+}
+
+/// What kind of store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Key-value.
+    KeyValue,
+    /// Windows of a windowed aggregation or join buffer, kept for `retention_ms`.
+    Window {
+        /// How long windows are kept (window size + grace at least).
+        retention_ms: i64,
+    },
+    /// Sessions, kept for `retention_ms` after they end.
+    Session {
+        /// How long sessions are kept after their end (inactivity gap + grace at least).
+        retention_ms: i64,
+    },
+}
+
+/// How a store is set up: its name, kind, engine, cache and changelog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// The name, unique in the topology; its changelog is `<application.id>-<name>-changelog`.
+    pub name: String,
+    /// Key-value, window or session.
+    pub kind: StoreKind,
+    /// RocksDB on disk (`true`, the default) or memory.
+    pub persistent: bool,
+    /// Whether writes go through the record cache (Kafka's `withCachingEnabled`, on by
+    /// default).
+    pub cached: bool,
+    /// Whether the store has a changelog topic (on by default; without one, state is lost when
+    /// a task moves or a memory store restarts).
+    pub logged: bool,
+}
+
+impl StoreSpec {
+    /// A persistent, cached, logged store.
+    pub fn new(name: impl Into<String>, kind: StoreKind) -> Self {
+        StoreSpec { name: name.into(), kind, persistent: true, cached: true, logged: true }
+    }
+
+    /// The changelog topic's name without the application id prefix.
+    pub fn changelog_topic(&self) -> String {
+        format!("{}-changelog", self.name)
+    }
+}
+
+/// One cached row.
+#[derive(Debug)]
+struct Entry {
+    /// The current value (`None`: deleted or known absent).
+    value: Option<Vec<u8>>,
+    /// The value before the first write since the last flush, while `dirty`.
+    old: Option<Vec<u8>>,
+    timestamp: i64,
+    /// Written since the last flush.
+    dirty: bool,
+    /// Flushed, its write staged and not yet applied to the engine: cannot be evicted.
+    staged: bool,
+}
+
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A flushed row, as the owning operator forwards it.
+#[derive(Debug)]
+pub(crate) struct FlushedEntry {
+    pub(crate) key: Vec<u8>,
+    pub(crate) new: Option<Vec<u8>>,
+    pub(crate) old: Option<Vec<u8>>,
+    pub(crate) timestamp: i64,
+}
+
+/// A store of one task: cache, staged writes, engine and changelog.
+pub struct CachedStore {
+    spec: Arc<StoreSpec>,
+    engine: Arc<dyn KeyValueBytesStore>,
+    /// The changelog topic (resolved) and partition, if logged.
+    changelog: Option<(Arc<str>, u32)>,
+    /// Ordered, so that range reads can merge it with the engine.
+    cache: BTreeMap<Vec<u8>, Entry>,
+    cache_bytes: usize,
+    max_cache_bytes: usize,
+    dirty: usize,
+    staged: WriteBatch,
+    hits: u64,
+    misses: u64,
+}
+
+impl std::fmt::Debug for CachedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStore").field("name", &self.spec.name).finish()
+    }
+}
+
+impl CachedStore {
+    pub(crate) fn new(
+        spec: Arc<StoreSpec>,
+        engine: Arc<dyn KeyValueBytesStore>,
+        changelog: Option<(Arc<str>, u32)>,
+        max_cache_bytes: usize,
+    ) -> Self {
+        let max_cache_bytes = if spec.cached { max_cache_bytes } else { 0 };
+        CachedStore {
+            spec,
+            engine,
+            changelog,
+            cache: BTreeMap::new(),
+            cache_bytes: 0,
+            max_cache_bytes,
+            dirty: 0,
+            staged: WriteBatch::default(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The store's spec.
+    pub fn spec(&self) -> &StoreSpec {
+        &self.spec
+    }
+
+    /// The engine, for restoration and interactive queries.
+    pub(crate) fn engine(&self) -> &Arc<dyn KeyValueBytesStore> {
+        &self.engine
+    }
+
+    /// The changelog partition.
+    pub(crate) fn changelog(&self) -> Option<&(Arc<str>, u32)> {
+        self.changelog.as_ref()
+    }
+
+    fn engine_error(&self, e: fjord_state::StoreError) -> StreamsError {
+        StreamsError::State { store: self.spec.name.clone(), message: e.to_string() }
+    }
+
+    /// The value of a key: cache, then engine (which then is cached).
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StreamsError> {
+        if self.cache.contains_key(key) {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+            let value = self.engine.get(key).map_err(|e| self.engine_error(e))?;
+            self.cache_bytes += ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len);
+            self.cache.insert(
+                key.to_vec(),
+                Entry { value, old: None, timestamp: -1, dirty: false, staged: false },
+            );
+        }
+        Ok(self.cache.get(key).and_then(|e| e.value.as_deref()))
+    }
+
+    /// Writes a value (`None`: deletes), serialized by `write` into the entry's buffer so a
+    /// key updated again reuses its allocation.
+    pub fn put_with(
+        &mut self,
+        key: &[u8],
+        timestamp: i64,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<bool, crate::serdes::SerdeError>,
+    ) -> Result<(), StreamsError> {
+        if !self.cache.contains_key(key) {
+            // The old value is needed for the update sent downstream.
+            self.get(key)?;
+        }
+        let Some(entry) = self.cache.get_mut(key) else {
+            return Err(StreamsError::IllegalState(format!(
+                "store `{}`: cache entry vanished",
+                self.spec.name
+            )));
+        };
+        let before = entry.value.as_ref().map_or(0, Vec::len);
+        if !entry.dirty {
+            entry.dirty = true;
+            entry.old = entry.value.clone();
+            self.dirty += 1;
+        }
+        let mut buf = entry.value.take().unwrap_or_default();
+        buf.clear();
+        let present = match write(&mut buf) {
+            Ok(present) => present,
+            Err(e) => {
+                entry.value = entry.old.clone();
+                return Err(StreamsError::State {
+                    store: self.spec.name.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        entry.value = present.then_some(buf);
+        entry.timestamp = entry.timestamp.max(timestamp);
+        let after = entry.value.as_ref().map_or(0, Vec::len);
+        self.cache_bytes = self.cache_bytes + after - before.min(self.cache_bytes);
+        Ok(())
+    }
+
+    /// Writes a value.
+    pub fn put(&mut self, key: &[u8], value: &[u8], timestamp: i64) -> Result<(), StreamsError> {
+        self.put_with(key, timestamp, |buf| {
+            buf.extend_from_slice(value);
+            Ok(true)
+        })
+    }
+
+    /// Deletes a key.
+    pub fn delete(&mut self, key: &[u8], timestamp: i64) -> Result<(), StreamsError> {
+        self.put_with(key, timestamp, |_| Ok(false))
+    }
+
+    /// Whether the owner must flush now: the cache is over its budget (always, uncached).
+    pub fn needs_flush(&self) -> bool {
+        self.dirty > 0 && self.cache_bytes > self.max_cache_bytes
+    }
+
+    /// Pairs in key order within the range, merging the cache over the engine.
+    pub fn range(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StreamsError> {
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for pair in self.engine.range(from, to).map_err(|e| self.engine_error(e))? {
+            let (k, v) = pair.map_err(|e| self.engine_error(e))?;
+            merged.insert(k, Some(v));
+        }
+        for (k, e) in self.cache.range::<[u8], _>((from, to)) {
+            if e.dirty || e.staged {
+                merged.insert(k.clone(), e.value.clone());
+            }
+        }
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+    }
+
+    /// Takes the dirty entries: sends them to the changelog and stages their writes. Returns
+    /// them in key order for the owner to forward.
+    pub(crate) fn flush(&mut self, ctx: &mut TaskContext) -> Vec<FlushedEntry> {
+        let mut out = Vec::with_capacity(self.dirty);
+        if self.dirty > 0 {
+            let headers = Headers::new();
+            for (key, entry) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
+                entry.dirty = false;
+                entry.staged = true;
+                let old = entry.old.take();
+                if let Some((topic, partition)) = &self.changelog {
+                    ctx.send(
+                        topic,
+                        Some(*partition),
+                        Some(key),
+                        entry.value.as_deref(),
+                        &headers,
+                        entry.timestamp,
+                    );
+                }
+                match &entry.value {
+                    Some(v) => self.staged.put(key.clone(), v.clone()),
+                    None => self.staged.delete(key.clone()),
+                }
+                out.push(FlushedEntry {
+                    key: key.clone(),
+                    new: entry.value.clone(),
+                    old,
+                    timestamp: entry.timestamp,
+                });
+            }
+            self.dirty = 0;
+        }
+        self.evict();
+        out
+    }
+
+    /// Drops clean entries while the cache is over budget.
+    fn evict(&mut self) {
+        if self.cache_bytes <= self.max_cache_bytes {
+            return;
+        }
+        let mut freed = 0;
+        self.cache.retain(|k, e| {
+            let keep = e.dirty || e.staged;
+            if !keep {
+                freed += ENTRY_OVERHEAD + k.len() + e.value.as_ref().map_or(0, Vec::len);
+            }
+            keep
+        });
+        self.cache_bytes -= freed.min(self.cache_bytes);
+    }
+
+    /// Whether writes are staged and wait for [`Self::apply`].
+    pub(crate) fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Applies the staged writes to the engine, atomically with the changelog offset they
+    /// bring it up to (the changelog's end once the flushed records are durable).
+    pub(crate) fn apply(&mut self, changelog_offset: Option<i64>) -> Result<(), StreamsError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.engine.write(&self.staged, changelog_offset).map_err(|e| self.engine_error(e))?;
+        for (key, _) in &self.staged.ops {
+            if let Some(e) = self.cache.get_mut(key) {
+                e.staged = false;
+            }
+        }
+        self.staged = WriteBatch::default();
+        self.evict();
+        Ok(())
+    }
+
+    /// Forgets what is cached and staged (after a failed commit: the state is rebuilt from the
+    /// engine and the changelog).
+    pub(crate) fn reset_cache(&mut self) {
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.dirty = 0;
+        self.staged = WriteBatch::default();
+    }
+
+    /// Cache hits and misses so far.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}
+
+/// A shared handle on a task's store.
+pub(crate) type StoreRef = Rc<RefCell<CachedStore>>;
+
+/// Typed access to a key-value store of a task, for operators and custom processors.
+pub struct KeyValueStore<K, V> {
+    pub(crate) store: StoreRef,
+    pub(crate) key_serde: SerdeRef<K>,
+    pub(crate) value_serde: SerdeRef<V>,
+    key_buf: Vec<u8>,
+}
+
+impl<K: 'static, V: 'static> KeyValueStore<K, V> {
+    pub(crate) fn new(store: StoreRef, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> Self {
+        KeyValueStore { store, key_serde, value_serde, key_buf: Vec::new() }
+    }
+
+    fn serde_error(&self, e: crate::serdes::SerdeError) -> StreamsError {
+        StreamsError::State { store: self.store.borrow().spec.name.clone(), message: e.to_string() }
+    }
+
+    fn encode_key(&mut self, key: &K) -> Result<(), StreamsError> {
+        self.key_buf.clear();
+        let mut buf = std::mem::take(&mut self.key_buf);
+        let result = self.key_serde.serialize(key, &mut buf);
+        self.key_buf = buf;
+        result.map_err(|e| self.serde_error(e))
+    }
+
+    /// The value of a key.
+    pub fn get(&mut self, key: &K) -> Result<Option<V>, StreamsError> {
+        self.encode_key(key)?;
+        let mut store = self.store.borrow_mut();
+        match store.get(&self.key_buf)? {
+            Some(bytes) => self
+                .value_serde
+                .deserialize(bytes)
+                .map(Some)
+                .map_err(|e| StreamsError::State { store: store.spec.name.clone(), message: e.to_string() }),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a value.
+    pub fn put(&mut self, key: &K, value: &V, timestamp: i64) -> Result<(), StreamsError> {
+        self.encode_key(key)?;
+        let serde = &self.value_serde;
+        self.store.borrow_mut().put_with(&self.key_buf, timestamp, |buf| {
+            serde.serialize(value, buf).map(|()| !serde.is_null(value))
+        })
+    }
+
+    /// Deletes a key.
+    pub fn delete(&mut self, key: &K, timestamp: i64) -> Result<(), StreamsError> {
+        self.encode_key(key)?;
+        self.store.borrow_mut().delete(&self.key_buf, timestamp)
+    }
+
+    /// Every pair, in the order of the serialized keys.
+    pub fn all(&self) -> Result<Vec<(K, V)>, StreamsError> {
+        let pairs = self.store.borrow().range(Bound::Unbounded, Bound::Unbounded)?;
+        pairs
+            .into_iter()
+            .map(|(k, v)| {
+                let k = self.key_serde.deserialize(&k).map_err(|e| self.serde_error(e))?;
+                let v = self.value_serde.deserialize(&v).map_err(|e| self.serde_error(e))?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+}
+
+/// The engines of the stores of one process: opened per task, and kept readable for
+/// interactive queries while the task runs here.
+pub(crate) struct StoreEngines {
+    state_dir: std::path::PathBuf,
+    open: parking_lot::Mutex<Vec<(String, crate::TaskId, Arc<dyn KeyValueBytesStore>)>>,
+}
+
+impl StoreEngines {
+    pub(crate) fn new(state_dir: &std::path::Path) -> Result<Self, StreamsError> {
+        Ok(StoreEngines {
+            state_dir: state_dir.to_path_buf(),
+            open: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Opens the engine of a task's store.
+    pub(crate) fn open(
+        &self,
+        spec: &StoreSpec,
+        task: crate::TaskId,
+    ) -> Result<Arc<dyn KeyValueBytesStore>, StreamsError> {
+        let _dir = self.state_dir.join(task.to_string()).join(&spec.name);
+        let engine: Arc<dyn KeyValueBytesStore> =
+            Arc::new(fjord_state::InMemoryStore::new(spec.name.clone()));
+        self.open.lock().push((spec.name.clone(), task, engine.clone()));
+        Ok(engine)
+    }
+
+    /// Forgets the engines of a task that closed here.
+    pub(crate) fn close_task(&self, task: crate::TaskId) {
+        self.open.lock().retain(|(_, t, _)| *t != task);
+    }
+
+    /// The engines of a store open here, by task.
+    pub(crate) fn engines(&self, store: &str) -> Vec<(crate::TaskId, Arc<dyn KeyValueBytesStore>)> {
+        self.open
+            .lock()
+            .iter()
+            .filter(|(name, _, _)| name == store)
+            .map(|(_, t, e)| (*t, e.clone()))
+            .collect()
+    }
+}
+
+/// Brings a new task's stores up to the end of their changelogs, each from the offset its
+/// engine recorded (from the start for a fresh or in-memory engine).
+pub(crate) async fn restore(
+    task: &mut crate::task::Task,
+    consumer: &mut dyn crate::backend::RestoreConsumer,
+    backend: &dyn crate::backend::Backend,
+    read_committed: bool,
+    shutdown: &std::sync::atomic::AtomicBool,
+) -> Result<(), StreamsError> {
+    use fjord_log::TopicPartition;
+    struct Restoring {
+        tp: TopicPartition,
+        end: i64,
+        engine: Arc<dyn KeyValueBytesStore>,
+        name: String,
+        restored: u64,
+        done: bool,
+    }
+    let mut work = Vec::new();
+    let mut starts = Vec::new();
+    for store in &task.stores {
+        let store = store.borrow();
+        let Some((topic, partition)) = store.changelog() else { continue };
+        let from = store
+            .engine()
+            .changelog_offset()
+            .map_err(|e| StreamsError::State { store: store.spec.name.clone(), message: e.to_string() })?
+            .unwrap_or(0);
+        let tp = TopicPartition::new(topic.clone(), *partition);
+        starts.push((tp.clone(), from));
+        work.push(Restoring {
+            tp,
+            end: 0,
+            engine: store.engine().clone(),
+            name: store.spec.name.clone(),
+            restored: 0,
+            done: false,
+        });
+    }
+    if work.is_empty() {
+        return Ok(());
+    }
+    let tps: Vec<TopicPartition> = work.iter().map(|w| w.tp.clone()).collect();
+    let ends = backend.end_offsets(&tps, read_committed).await?;
+    let mut assigned = Vec::new();
+    for ((w, end), (_, from)) in work.iter_mut().zip(ends).zip(&starts) {
+        w.end = end;
+        w.done = *from >= end;
+        if !w.done {
+            assigned.push((w.tp.clone(), *from));
+        }
+    }
+    if assigned.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(task = %task.id, partitions = ?assigned, "restoring state stores from their changelogs");
+    consumer.assign(&assigned)?;
+    while work.iter().any(|w| !w.done) {
+        if shutdown.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StreamsError::IllegalState("shut down during restoration".into()));
+        }
+        let records = consumer.poll(std::time::Duration::from_millis(100)).await?;
+        let mut batches: Vec<WriteBatch> = work.iter().map(|_| WriteBatch::default()).collect();
+        for r in records {
+            let Some(i) = work.iter().position(|w| w.tp.partition == r.partition && *w.tp.topic == *r.topic) else {
+                continue;
+            };
+            let key = r.key.map(|k| k.to_vec()).unwrap_or_default();
+            match r.value {
+                Some(v) => batches[i].put(key, v.to_vec()),
+                None => batches[i].delete(key),
+            }
+        }
+        for (w, batch) in work.iter_mut().zip(&batches) {
+            if w.done {
+                continue;
+            }
+            let position = consumer.position(&w.tp)?;
+            w.engine
+                .write(batch, Some(position))
+                .map_err(|e| StreamsError::State { store: w.name.clone(), message: e.to_string() })?;
+            w.restored += batch.ops.len() as u64;
+            metrics::counter!("fjord_streams_restored_records_total", "store" => w.name.clone())
+                .increment(batch.ops.len() as u64);
+            metrics::gauge!("fjord_streams_restore_remaining_records", "store" => w.name.clone(), "partition" => w.tp.partition.to_string())
+                .set((w.end - position).max(0) as f64);
+            if position >= w.end {
+                w.done = true;
+                tracing::info!(task = %task.id, store = %w.name, partition = w.tp.partition, records = w.restored, elapsed_ms = started.elapsed().as_millis() as u64, "store restored");
+            }
+        }
+    }
+    consumer.assign(&[])?;
+    task.restored_records = work.iter().map(|w| w.restored).sum();
+    Ok(())
+}
