@@ -63,7 +63,9 @@ pub enum CliError {
         reason: String,
     },
     /// `produce --json` got a line that is not JSON.
-    #[error("line {line} is not valid JSON ({reason}); nothing after line {produced} was produced")]
+    #[error(
+        "line {line} is not valid JSON ({reason}); the {produced} records before it were produced, nothing after"
+    )]
     InvalidJson {
         /// The 1-based line number.
         line: u64,
