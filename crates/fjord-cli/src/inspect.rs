@@ -200,10 +200,8 @@ fn inspect_log(path: &Path, print_records: bool, out: &mut Out) -> Result<usize>
                 header.crc,
             ),
         )?;
-        if print_records {
-            if let Ok(b) = &crc {
-                problems += dump_records(&bar, out, b, &mut scratch)?;
-            }
+        if let (true, Ok(b)) = (print_records, &crc) {
+            problems += dump_records(&bar, out, b, &mut scratch)?;
         }
         batches += 1;
         position += header.size_in_bytes() as u64;

@@ -191,15 +191,15 @@ fn produce_lines(
             },
             None => (None, text),
         };
-        if args.json {
-            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(value) {
-                drain(handle, &mut window, &mut summary)?;
-                return Err(CliError::InvalidJson {
-                    line: line_no,
-                    reason: e.to_string(),
-                    produced: summary.total(),
-                });
-            }
+        if args.json
+            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(value)
+        {
+            drain(handle, &mut window, &mut summary)?;
+            return Err(CliError::InvalidJson {
+                line: line_no,
+                reason: e.to_string(),
+                produced: summary.total(),
+            });
         }
         let record = ProducerRecord {
             topic: &args.topic,

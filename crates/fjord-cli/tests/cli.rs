@@ -2,6 +2,8 @@
 //! built binary as a user would and checks its output and exit code. Commands run one after
 //! another (each opens and closes the data directory), so no test needs to wait for anything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
