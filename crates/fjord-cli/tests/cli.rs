@@ -34,26 +34,8 @@ impl Fjord {
     }
 
     fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(args)
-            .env_remove("FJORD_DATA_DIR")
-            .env_remove("FJORD_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let output: Output = child.wait_with_output().unwrap();
-        let run = Run {
-            stdout: String::from_utf8(output.stdout).unwrap(),
-            stderr: String::from_utf8(output.stderr).unwrap(),
-            ok: output.status.success(),
-        };
-        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-        run
+        let data_dir = self.data_dir();
+        run_fjord(&["--data-dir".as_ref(), data_dir.as_os_str()], args, stdin)
     }
 
     /// Runs a command that must succeed and returns its stdout.
@@ -78,6 +60,29 @@ impl Fjord {
         assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
         run.stderr
     }
+}
+
+/// Runs the binary with `global` flags before `args`, feeding it `stdin`.
+fn run_fjord(global: &[&std::ffi::OsStr], args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(global)
+        .args(args)
+        .env_remove("FJORD_DATA_DIR")
+        .env_remove("FJORD_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output: Output = child.wait_with_output().unwrap();
+    let run = Run {
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+        ok: output.status.success(),
+    };
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    run
 }
 
 /// The table rows of `groups lag`/`describe` as whitespace-split cells.
@@ -366,28 +371,17 @@ fn config_file_sets_data_dir_and_broker_defaults() {
     )
     .unwrap();
     let run = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env_remove("FJORD_DATA_DIR")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        run_fjord(&["--config".as_ref(), config.as_os_str()], args, stdin)
     };
     let out = run(&["produce", "auto"], "x\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.ok, "{}", out.stderr);
     assert!(data.join("auto-2").is_dir(), "auto-created with 3 partitions in the file's data_dir");
     let out = run(&["topics", "describe", "auto"], "");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("PartitionCount: 3"));
+    assert!(out.stdout.contains("PartitionCount: 3"), "{}", out.stdout);
 
     std::fs::write(&config, "[broker]\nauto_create = true\n").unwrap();
     let out = run(&["topics", "list"], "");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.ok);
+    let err = out.stderr;
     assert!(err.contains(config.to_str().unwrap()) && err.contains("auto_create"), "{err}");
 }
