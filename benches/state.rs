@@ -58,7 +58,9 @@ fn read_modify_write(c: &mut Criterion) {
 
     let store = RocksDbStore::open(&env, "batched", &dir.path().join("batched")).unwrap();
     let mut offset = 0;
-    group.bench_function("rocksdb_batch_1000", |b| b.iter(|| pass_batched(&store, &mut batch, &mut offset)));
+    group.bench_function("rocksdb_batch_1000", |b| {
+        b.iter(|| pass_batched(&store, &mut batch, &mut offset))
+    });
 
     let memory = InMemoryStore::new("memory");
     group.bench_function("memory_per_record", |b| b.iter(|| pass_per_record(&memory, &mut batch)));

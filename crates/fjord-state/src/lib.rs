@@ -9,6 +9,12 @@
 //! Engines: RocksDB (persistent, in the state directory, memory bounded for the whole process
 //! through one shared block cache and write buffer manager, see [`RocksDbEnv`]) and in-memory
 //! (restored from the changelog on start).
+//!
+//! Layouts over any engine: [`WindowStore`] (windowed aggregates) and [`SessionStore`]
+//! (session windows) encode time-segmented keys into a [`KeyValueBytesStore`], so that both
+//! work on RocksDB and in memory and expire old data with one range delete
+//! ([`WriteBatch::delete_range`]). See the [`window`] and [`session`] modules for the key
+//! layouts.
 
 use std::ops::Bound;
 
@@ -18,8 +24,8 @@ mod segments;
 pub mod session;
 pub mod window;
 
-pub use memory::InMemoryStore;
 pub use self::rocksdb::{MemoryConfig, MemoryUsage, RocksDbEnv, RocksDbStore};
+pub use memory::InMemoryStore;
 pub use session::SessionStore;
 pub use window::WindowStore;
 

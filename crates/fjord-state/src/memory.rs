@@ -41,8 +41,10 @@ impl KeyValueBytesStore for InMemoryStore {
     fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KeyValueIter<'_>, StoreError> {
         // `BTreeMap::range` panics on an inverted range (or an empty one excluded at both
         // ends); such a range is empty.
-        if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) = (from, to)
-            && (a > b || (a == b && !matches!((from, to), (Bound::Included(_), Bound::Included(_)))))
+        if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) =
+            (from, to)
+            && (a > b
+                || (a == b && !matches!((from, to), (Bound::Included(_), Bound::Included(_)))))
         {
             return Ok(Box::new(std::iter::empty()));
         }

@@ -59,7 +59,11 @@ struct MinSegment {
 }
 
 impl Segments {
-    pub(crate) fn new(inner: Arc<dyn KeyValueBytesStore>, retention_ms: i64, interval_ms: i64) -> Self {
+    pub(crate) fn new(
+        inner: Arc<dyn KeyValueBytesStore>,
+        retention_ms: i64,
+        interval_ms: i64,
+    ) -> Self {
         Self {
             inner,
             retention_ms: retention_ms.max(0),
@@ -100,7 +104,11 @@ impl Segments {
 
     /// Observes `stream_time` and stages the deletion of every segment that holds only expired
     /// data.
-    pub(crate) fn expire(&self, batch: &mut WriteBatch, stream_time: i64) -> Result<(), StoreError> {
+    pub(crate) fn expire(
+        &self,
+        batch: &mut WriteBatch,
+        stream_time: i64,
+    ) -> Result<(), StoreError> {
         self.observe(stream_time);
         let live_from = self.live_from();
         if live_from == i64::MIN {
@@ -126,14 +134,19 @@ impl Segments {
     }
 
     /// The first segment at or after `segment` that has data in the store.
-    pub(crate) fn first_segment_at_or_after(&self, segment: i64) -> Result<Option<i64>, StoreError> {
+    pub(crate) fn first_segment_at_or_after(
+        &self,
+        segment: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let from = encode_i64(segment);
         let mut iter = self.inner.range(Bound::Included(&from), Bound::Unbounded)?;
         match iter.next() {
             None => Ok(None),
             Some(item) => {
                 let (key, _) = item?;
-                read_i64(&key, 0).map(Some).ok_or_else(|| self.corrupt("key shorter than a segment id"))
+                read_i64(&key, 0)
+                    .map(Some)
+                    .ok_or_else(|| self.corrupt("key shorter than a segment id"))
             }
         }
     }

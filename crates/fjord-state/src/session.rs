@@ -32,6 +32,9 @@ use crate::{KeyValueBytesStore, StoreError, WriteBatch};
 /// One session: `(start, end, value)`.
 pub type Session = (i64, i64, Vec<u8>);
 
+/// One session of [`SessionStore::all`]: `(key, start, end, value)`.
+pub type KeyedSession = (Vec<u8>, i64, i64, Vec<u8>);
+
 /// A session store over a key-value store. Writes are staged into [`WriteBatch`]es that the
 /// caller applies with [`KeyValueBytesStore::write`] (with its changelog offset).
 pub struct SessionStore {
@@ -52,7 +55,11 @@ impl SessionStore {
     /// A session store over `inner` (which it owns), keeping sessions for `retention_ms` (at
     /// least the inactivity gap plus the grace period) after their end, in segments of
     /// `segment_interval_ms` (see [`crate::window::default_segment_interval`]; at least 1).
-    pub fn new(inner: Arc<dyn KeyValueBytesStore>, retention_ms: i64, segment_interval_ms: i64) -> Self {
+    pub fn new(
+        inner: Arc<dyn KeyValueBytesStore>,
+        retention_ms: i64,
+        segment_interval_ms: i64,
+    ) -> Self {
         Self { segments: Segments::new(inner, retention_ms, segment_interval_ms) }
     }
 
@@ -97,7 +104,14 @@ impl SessionStore {
     /// Stages a put (`Some`) or removal (`None`) of the session `[start, end]` of `key`, and
     /// advances the observed stream time to `end`. Returns false, staging nothing, if the
     /// session is already expired.
-    pub fn put(&self, batch: &mut WriteBatch, key: &[u8], start: i64, end: i64, value: Option<&[u8]>) -> bool {
+    pub fn put(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        start: i64,
+        end: i64,
+        value: Option<&[u8]>,
+    ) -> bool {
         self.segments.observe(end);
         if self.is_expired(end) {
             return false;
@@ -133,10 +147,13 @@ impl SessionStore {
             lower.extend_from_slice(&encode_i64(from_end));
             let mut upper = prefix;
             upper.extend_from_slice(&[0xff; 16]);
-            for item in self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))? {
+            for item in
+                self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))?
+            {
                 let (stored, value) = item?;
                 let at = stored.len().saturating_sub(16);
-                let (Some(end), Some(start)) = (read_i64(&stored, at), read_i64(&stored, at + 8)) else {
+                let (Some(end), Some(start)) = (read_i64(&stored, at), read_i64(&stored, at + 8))
+                else {
                     return Err(self.segments.corrupt("malformed session key"));
                 };
                 if start <= latest_session_start {
@@ -155,25 +172,29 @@ impl SessionStore {
 
     /// Every live session, as `(key, start, end, value)`, ordered by segment, then key
     /// (shorter keys first), then end and start.
-    pub fn all(&self) -> Result<Vec<(Vec<u8>, i64, i64, Vec<u8>)>, StoreError> {
+    pub fn all(&self) -> Result<Vec<KeyedSession>, StoreError> {
         let live_from = self.segments.live_from();
         let mut out = Vec::new();
-        self.segments.for_each_segment(self.segments.segment_id(live_from), i64::MAX, |segment| {
-            let lower = encode_i64(segment);
-            let upper = segment.checked_add(1).map(encode_i64);
-            let upper_bound = match &upper {
-                Some(u) => Bound::Excluded(u.as_slice()),
-                None => Bound::Unbounded,
-            };
-            for item in self.segments.inner.range(Bound::Included(&lower), upper_bound)? {
-                let (stored, value) = item?;
-                let (key, start, end) = self.decode_key(&stored)?;
-                if end >= live_from {
-                    out.push((key, start, end, value));
+        self.segments.for_each_segment(
+            self.segments.segment_id(live_from),
+            i64::MAX,
+            |segment| {
+                let lower = encode_i64(segment);
+                let upper = segment.checked_add(1).map(encode_i64);
+                let upper_bound = match &upper {
+                    Some(u) => Bound::Excluded(u.as_slice()),
+                    None => Bound::Unbounded,
+                };
+                for item in self.segments.inner.range(Bound::Included(&lower), upper_bound)? {
+                    let (stored, value) = item?;
+                    let (key, start, end) = self.decode_key(&stored)?;
+                    if end >= live_from {
+                        out.push((key, start, end, value));
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 

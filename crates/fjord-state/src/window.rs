@@ -62,7 +62,11 @@ impl WindowStore {
     /// A window store over `inner` (which it owns: nothing else may write other keys to it),
     /// keeping windows for `retention_ms` (at least the window size plus the grace period) in
     /// segments of `segment_interval_ms` (see [`default_segment_interval`]; at least 1).
-    pub fn new(inner: Arc<dyn KeyValueBytesStore>, retention_ms: i64, segment_interval_ms: i64) -> Self {
+    pub fn new(
+        inner: Arc<dyn KeyValueBytesStore>,
+        retention_ms: i64,
+        segment_interval_ms: i64,
+    ) -> Self {
         Self { segments: Segments::new(inner, retention_ms, segment_interval_ms) }
     }
 
@@ -118,7 +122,13 @@ impl WindowStore {
     /// Stages a put (`Some`) or delete (`None`) of the window of `key` starting at
     /// `window_start`, and advances the observed stream time to it. Returns false, staging
     /// nothing, if the window is already expired.
-    pub fn put(&self, batch: &mut WriteBatch, key: &[u8], window_start: i64, value: Option<&[u8]>) -> bool {
+    pub fn put(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        window_start: i64,
+        value: Option<&[u8]>,
+    ) -> bool {
         self.segments.observe(window_start);
         if self.is_expired(window_start) {
             return false;
@@ -138,7 +148,12 @@ impl WindowStore {
 
     /// The windows of `key` with a start in `[time_from, time_to]`, as `(start, value)` in
     /// ascending start order.
-    pub fn fetch(&self, key: &[u8], time_from: i64, time_to: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    pub fn fetch(
+        &self,
+        key: &[u8],
+        time_from: i64,
+        time_to: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let from = time_from.max(self.segments.live_from());
         let mut out = Vec::new();
         if from > time_to {
@@ -153,7 +168,9 @@ impl WindowStore {
             lower.extend_from_slice(&encode_i64(from));
             let mut upper = prefix;
             upper.extend_from_slice(&encode_i64(time_to));
-            for item in self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))? {
+            for item in
+                self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))?
+            {
                 let (stored, value) = item?;
                 let start = read_i64(&stored, stored.len().saturating_sub(8))
                     .ok_or_else(|| self.segments.corrupt("malformed window key"))?;

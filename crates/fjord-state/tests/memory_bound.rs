@@ -4,6 +4,7 @@
 //!
 //! Slack: the cache is not in strict-capacity mode, so pinned entries (blocks held by a read in
 //! flight, L0 index and filter blocks) may push it briefly over; we allow 5% of the budget.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fjord_state::{KeyValueBytesStore, MemoryConfig, RocksDbEnv, RocksDbStore, WriteBatch};
 
@@ -41,7 +42,10 @@ fn eight_stores_stay_within_one_budget() {
     let dir = tempfile::tempdir().unwrap();
     let env = RocksDbEnv::new(MemoryConfig { total_bytes: TOTAL, write_buffer_fraction: 0.5 });
     let stores: Vec<RocksDbStore> = (0..STORES)
-        .map(|s| RocksDbStore::open(&env, &format!("store-{s}"), &dir.path().join(format!("store-{s}"))).unwrap())
+        .map(|s| {
+            RocksDbStore::open(&env, &format!("store-{s}"), &dir.path().join(format!("store-{s}")))
+                .unwrap()
+        })
         .collect();
 
     let mut peak = 0usize;
@@ -86,15 +90,17 @@ fn eight_stores_stay_within_one_budget() {
         assert_eq!(store.changelog_offset().unwrap(), Some(KEYS_PER_STORE as i64));
     }
     eprintln!(
-        "wrote {} keys in {written:?}, {reads} random reads in {:?}; peak cache usage {} MiB \
-         (budget {} MiB), peak write buffers {} MiB; final {:?}",
+        "wrote {} keys in {written:?}, {reads} random reads in {:?}; peak cache usage {} B \
+         (budget {} B), peak write buffers {} B; final {:?}",
         STORES as u64 * KEYS_PER_STORE,
         started.elapsed() - written,
-        peak >> 20,
-        TOTAL >> 20,
-        peak_write_buffers >> 20,
+        peak,
+        TOTAL,
+        peak_write_buffers,
         env.usage()
     );
-    // The memtables really were bounded by the write buffer manager.
-    assert!(peak_write_buffers <= TOTAL / 2 + SLACK, "write buffers peaked at {peak_write_buffers}");
+    // Memtables go over the write buffer manager's share while flushes are pending (it does
+    // not stall writers), but they are charged to the cache, whose bound is checked above.
+    assert!(peak_write_buffers <= TOTAL, "write buffers peaked at {peak_write_buffers}");
+    assert!(peak > TOTAL / 2, "the test should fill the cache (peak {peak})");
 }

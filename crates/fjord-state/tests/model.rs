@@ -1,11 +1,14 @@
 //! Random sequences of batches (puts, deletes, range deletes) and reads against a `BTreeMap`
 //! model, for the RocksDB and in-memory stores. The RocksDB run also reopens the store at
 //! random points.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use fjord_state::{InMemoryStore, KeyValueBytesStore, RocksDbEnv, RocksDbStore, WriteBatch, WriteOp};
+use fjord_state::{
+    InMemoryStore, KeyValueBytesStore, RocksDbEnv, RocksDbStore, WriteBatch, WriteOp,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -119,9 +122,12 @@ fn run(steps: &[Step], mut open: impl FnMut() -> Box<dyn KeyValueBytesStore>, re
                 store.write(&batch, *offset).unwrap();
                 model.apply(ops, *offset);
             }
-            Step::Get(k) => assert_eq!(store.get(k).unwrap(), model.map.get(k).cloned(), "get {k:?}"),
+            Step::Get(k) => {
+                assert_eq!(store.get(k).unwrap(), model.map.get(k).cloned(), "get {k:?}")
+            }
             Step::Range(a, b) => {
-                let got: Vec<_> = store.range(as_ref(a), as_ref(b)).unwrap().map(|r| r.unwrap()).collect();
+                let got: Vec<_> =
+                    store.range(as_ref(a), as_ref(b)).unwrap().map(|r| r.unwrap()).collect();
                 assert_eq!(got, model.range(a, b), "range {a:?}..{b:?}");
             }
             Step::Flush => store.flush().unwrap(),
@@ -134,7 +140,8 @@ fn run(steps: &[Step], mut open: impl FnMut() -> Box<dyn KeyValueBytesStore>, re
         }
         assert_eq!(store.changelog_offset().unwrap(), model.offset);
     }
-    let all: Vec<_> = store.range(Bound::Unbounded, Bound::Unbounded).unwrap().map(|r| r.unwrap()).collect();
+    let all: Vec<_> =
+        store.range(Bound::Unbounded, Bound::Unbounded).unwrap().map(|r| r.unwrap()).collect();
     assert_eq!(all, model.range(&Bound::Unbounded, &Bound::Unbounded));
 }
 

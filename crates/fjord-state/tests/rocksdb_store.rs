@@ -1,14 +1,20 @@
 //! The RocksDB store on real files: basic operations, reopen, atomicity of data and changelog
 //! offset, the directory lock, destroy, concurrent readers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::ops::Bound;
 use std::sync::Arc;
 
 use fjord_state::{
-    InMemoryStore, KeyValueBytesStore, MemoryConfig, RocksDbEnv, RocksDbStore, StoreError, WriteBatch,
+    InMemoryStore, KeyValueBytesStore, MemoryConfig, RocksDbEnv, RocksDbStore, StoreError,
+    WriteBatch,
 };
 
-fn collect(store: &dyn KeyValueBytesStore, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn collect(
+    store: &dyn KeyValueBytesStore,
+    from: Bound<&[u8]>,
+    to: Bound<&[u8]>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     store.range(from, to).unwrap().map(|r| r.unwrap()).collect()
 }
 
@@ -192,7 +198,7 @@ fn readers_on_other_threads_while_one_writes() {
                         .unwrap()
                         .map(|r| r.unwrap().1)
                         .collect();
-                    assert!(values.len() == 0 || values.len() == 100);
+                    assert!(values.is_empty() || values.len() == 100);
                     assert!(values.windows(2).all(|w| w[0] == w[1]));
                 }
             })

@@ -1,6 +1,7 @@
 //! Window and session layouts against naive models, over the in-memory and RocksDB stores:
 //! random puts, deletes, expiries and reads, with negative timestamps; after every expiry the
 //! underlying store must hold no segment older than the first live one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -8,7 +9,8 @@ use std::sync::Arc;
 
 use fjord_state::window::default_segment_interval;
 use fjord_state::{
-    InMemoryStore, KeyValueBytesStore, RocksDbEnv, RocksDbStore, SessionStore, WindowStore, WriteBatch,
+    InMemoryStore, KeyValueBytesStore, RocksDbEnv, RocksDbStore, SessionStore, WindowStore,
+    WriteBatch,
 };
 use proptest::prelude::*;
 
@@ -30,7 +32,11 @@ fn time() -> impl Strategy<Value = i64> {
 }
 
 fn live_from(observed: i64) -> i64 {
-    if observed == i64::MIN { i64::MIN } else { observed.saturating_sub(RETENTION).saturating_add(1) }
+    if observed == i64::MIN {
+        i64::MIN
+    } else {
+        observed.saturating_sub(RETENTION).saturating_add(1)
+    }
 }
 
 /// The segment ids present in the underlying store (the first 8 bytes, sign bit flipped).
@@ -92,7 +98,10 @@ fn run_window(steps: &[WStep], inner: Arc<dyn KeyValueBytesStore>) {
                 observed = observed.max(*t);
                 let first_live = live_from(observed).div_euclid(INTERVAL);
                 if let Some(min) = raw_segments(&*inner).first() {
-                    assert!(*min >= first_live, "segment {min} survived expiry (first live {first_live})");
+                    assert!(
+                        *min >= first_live,
+                        "segment {min} survived expiry (first live {first_live})"
+                    );
                 }
             }
             WStep::Fetch(k, a, b) => {
@@ -113,14 +122,21 @@ fn run_window(steps: &[WStep], inner: Arc<dyn KeyValueBytesStore>) {
                     .collect();
                 let mut got = store.fetch_all(*a, *b).unwrap();
                 // Documented order: segment, then key, then start.
-                let seg_order: Vec<_> = got.iter().map(|(k, t, _)| (t.div_euclid(INTERVAL), k.len(), k.clone(), *t)).collect();
+                let seg_order: Vec<_> = got
+                    .iter()
+                    .map(|(k, t, _)| (t.div_euclid(INTERVAL), k.len(), k.clone(), *t))
+                    .collect();
                 assert!(seg_order.windows(2).all(|w| w[0] < w[1]));
                 want.sort();
                 got.sort();
                 assert_eq!(got, want);
             }
             WStep::Get(k, t) => {
-                let want = if *t >= live_from(observed) { model.get(&(k.clone(), *t)).cloned() } else { None };
+                let want = if *t >= live_from(observed) {
+                    model.get(&(k.clone(), *t)).cloned()
+                } else {
+                    None
+                };
                 assert_eq!(store.get(k, *t).unwrap(), want);
             }
         }
@@ -129,10 +145,14 @@ fn run_window(steps: &[WStep], inner: Arc<dyn KeyValueBytesStore>) {
     let mut all = store.all().unwrap();
     all.sort();
     let lf = live_from(observed);
-    let want: Vec<_> =
-        model.iter().filter(|((_, t), _)| *t >= lf).map(|((k, t), v)| (k.clone(), *t, v.clone())).collect();
+    let want: Vec<_> = model
+        .iter()
+        .filter(|((_, t), _)| *t >= lf)
+        .map(|((k, t), v)| (k.clone(), *t, v.clone()))
+        .collect();
     assert_eq!(all, want);
-    for (stored, _) in inner.range(Bound::Unbounded, Bound::Unbounded).unwrap().map(|r| r.unwrap()) {
+    for (stored, _) in inner.range(Bound::Unbounded, Bound::Unbounded).unwrap().map(|r| r.unwrap())
+    {
         let (k, t) = store.decode_key(&stored).unwrap();
         assert_eq!(store.encode_key(&k, t), stored);
     }
@@ -161,7 +181,11 @@ fn run_session(steps: &[SStep], inner: Arc<dyn KeyValueBytesStore>) {
     // (key, end, start) -> value
     let mut model: BTreeMap<(Vec<u8>, i64, i64), Vec<u8>> = BTreeMap::new();
     let mut observed = i64::MIN;
-    let find = |model: &BTreeMap<(Vec<u8>, i64, i64), Vec<u8>>, observed: i64, k: &[u8], e: i64, l: i64| {
+    let find = |model: &BTreeMap<(Vec<u8>, i64, i64), Vec<u8>>,
+                observed: i64,
+                k: &[u8],
+                e: i64,
+                l: i64| {
         let lf = live_from(observed);
         model
             .iter()
@@ -196,11 +220,17 @@ fn run_session(steps: &[SStep], inner: Arc<dyn KeyValueBytesStore>) {
                 observed = observed.max(*t);
                 let first_live = live_from(observed).div_euclid(INTERVAL);
                 if let Some(min) = raw_segments(&*inner).first() {
-                    assert!(*min >= first_live, "segment {min} survived expiry (first live {first_live})");
+                    assert!(
+                        *min >= first_live,
+                        "segment {min} survived expiry (first live {first_live})"
+                    );
                 }
             }
             SStep::Find(k, e, l) => {
-                assert_eq!(store.find_sessions(k, *e, *l).unwrap(), find(&model, observed, k, *e, *l));
+                assert_eq!(
+                    store.find_sessions(k, *e, *l).unwrap(),
+                    find(&model, observed, k, *e, *l)
+                );
             }
             SStep::Fetch(k) => {
                 assert_eq!(store.fetch(k).unwrap(), find(&model, observed, k, i64::MIN, i64::MAX));
@@ -218,7 +248,8 @@ fn run_session(steps: &[SStep], inner: Arc<dyn KeyValueBytesStore>) {
         .collect();
     want.sort();
     assert_eq!(all, want);
-    for (stored, _) in inner.range(Bound::Unbounded, Bound::Unbounded).unwrap().map(|r| r.unwrap()) {
+    for (stored, _) in inner.range(Bound::Unbounded, Bound::Unbounded).unwrap().map(|r| r.unwrap())
+    {
         let (k, s, e) = store.decode_key(&stored).unwrap();
         assert_eq!(store.encode_key(&k, s, e), stored);
     }
@@ -257,13 +288,18 @@ proptest! {
 #[test]
 fn negative_timestamps_sort_before_positive() {
     let retention = 1_000_000_000_000_000;
-    let store = WindowStore::new(Arc::new(InMemoryStore::new("w")), retention, default_segment_interval(retention));
+    let store = WindowStore::new(
+        Arc::new(InMemoryStore::new("w")),
+        retention,
+        default_segment_interval(retention),
+    );
     let mut batch = WriteBatch::new();
     for t in [5, -5, 0, -60_001, 120_000, -retention / 4, retention / 4] {
         assert!(store.put(&mut batch, b"k", t, Some(&t.to_be_bytes())));
     }
     store.inner().write(&batch, None).unwrap();
-    let starts: Vec<i64> = store.fetch(b"k", i64::MIN, i64::MAX).unwrap().into_iter().map(|(t, _)| t).collect();
+    let starts: Vec<i64> =
+        store.fetch(b"k", i64::MIN, i64::MAX).unwrap().into_iter().map(|(t, _)| t).collect();
     assert_eq!(starts, vec![-retention / 4, -60_001, -5, 0, 5, 120_000, retention / 4]);
     assert_eq!(store.fetch(b"k", -5, 5).unwrap().len(), 3);
     let (k, t) = store.decode_key(&store.encode_key(b"key", -42)).unwrap();
