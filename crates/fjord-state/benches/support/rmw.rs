@@ -1,5 +1,5 @@
-// The body of the `state` benchmark (criterion wiring), included by
-// `crates/fjord-state/benches/state.rs` and the facade's `benches/state.rs`.
+// The `state` benchmark's criterion wiring, included by the facade's `benches/state.rs`
+// (criterion is not a dependency of fjord-state: see `examples/rmw_timing.rs`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
