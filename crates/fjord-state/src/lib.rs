@@ -9,12 +9,25 @@
 //! Engines: RocksDB (persistent, in the state directory, memory bounded for the whole process
 //! through one shared block cache and write buffer manager, see [`RocksDbEnv`]) and in-memory
 //! (restored from the changelog on start).
+//!
+//! Layouts over any engine: [`WindowStore`] (windowed aggregates) and [`SessionStore`]
+//! (session windows) encode time-segmented keys into a [`KeyValueBytesStore`], so that both
+//! work on RocksDB and in memory and expire old data with one range delete
+//! ([`WriteBatch::delete_range`]). See the [`window`] and [`session`] modules for the key
+//! layouts.
 
 use std::ops::Bound;
 
 mod memory;
+pub mod rocksdb;
+mod segments;
+pub mod session;
+pub mod window;
 
+pub use self::rocksdb::{MemoryConfig, MemoryUsage, RocksDbEnv, RocksDbStore};
 pub use memory::InMemoryStore;
+pub use session::SessionStore;
+pub use window::WindowStore;
 
 /// Errors of the stores.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +35,21 @@ pub enum StoreError {
     /// RocksDB failed.
     #[error("state store `{store}` ({path}): {message}")]
     RocksDb {
+        /// The store.
+        store: String,
+        /// Its directory.
+        path: String,
+        /// What RocksDB said.
+        message: String,
+    },
+    /// The store's directory is locked by another open store: another instance of the
+    /// application (or another store object in this process) uses the same state directory.
+    #[error(
+        "state store `{store}`: directory {path} is in use by another open store ({message}); \
+         another application instance is probably using the same state directory: stop it, or \
+         give each instance its own state directory"
+    )]
+    Locked {
         /// The store.
         store: String,
         /// Its directory.
@@ -52,25 +80,63 @@ pub enum StoreError {
     },
 }
 
+/// One write of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Sets a key's value.
+    Put(Vec<u8>, Vec<u8>),
+    /// Removes a key.
+    Delete(Vec<u8>),
+    /// Removes every key in the half-open range `[from, to)` (bytewise order). Empty when
+    /// `from >= to`.
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
 /// A batch of writes applied atomically.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
-    /// `(key, Some(value))` puts, `(key, None)` deletes, applied in order.
-    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The writes, applied in order: a later op sees the effect of earlier ones (a put after
+    /// a covering delete-range survives it).
+    pub ops: Vec<WriteOp>,
 }
 
 impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
     /// Adds a put.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((key, Some(value)));
+        self.ops.push(WriteOp::Put(key, value));
     }
     /// Adds a delete.
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.ops.push((key, None));
+        self.ops.push(WriteOp::Delete(key));
+    }
+    /// Adds a put (`Some`) or a delete (`None`).
+    pub fn put_or_delete(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match value {
+            Some(value) => self.put(key, value),
+            None => self.delete(key),
+        }
+    }
+    /// Adds a delete of every key in `[from, to)`; nothing when `from >= to`.
+    pub fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
+        if from < to {
+            self.ops.push(WriteOp::DeleteRange(from, to));
+        }
     }
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+    /// The number of ops.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// Removes every op.
+    pub fn clear(&mut self) {
+        self.ops.clear();
     }
 }
 

@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::{KeyValueBytesStore, KeyValueIter, StoreError, WriteBatch};
+use crate::{KeyValueBytesStore, KeyValueIter, StoreError, WriteBatch, WriteOp};
 
 /// An in-memory [`KeyValueBytesStore`].
 #[derive(Debug)]
@@ -39,6 +39,15 @@ impl KeyValueBytesStore for InMemoryStore {
     }
 
     fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KeyValueIter<'_>, StoreError> {
+        // `BTreeMap::range` panics on an inverted range (or an empty one excluded at both
+        // ends); such a range is empty.
+        if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) =
+            (from, to)
+            && (a > b
+                || (a == b && !matches!((from, to), (Bound::Included(_), Bound::Included(_)))))
+        {
+            return Ok(Box::new(std::iter::empty()));
+        }
         // Copies the range out: readers from other threads must not hold the lock while they
         // iterate at their own pace.
         let pairs: Vec<_> = self
@@ -53,11 +62,30 @@ impl KeyValueBytesStore for InMemoryStore {
 
     fn write(&self, batch: &WriteBatch, changelog_offset: Option<i64>) -> Result<(), StoreError> {
         let mut inner = self.inner.write();
-        for (key, value) in &batch.ops {
-            match value {
-                Some(value) => inner.map.insert(key.clone(), value.clone()),
-                None => inner.map.remove(key),
-            };
+        for op in &batch.ops {
+            match op {
+                WriteOp::Put(key, value) => {
+                    inner.map.insert(key.clone(), value.clone());
+                }
+                WriteOp::Delete(key) => {
+                    inner.map.remove(key);
+                }
+                WriteOp::DeleteRange(from, to) => {
+                    if from < to {
+                        let doomed: Vec<Vec<u8>> = inner
+                            .map
+                            .range::<[u8], _>((
+                                Bound::Included(from.as_slice()),
+                                Bound::Excluded(to.as_slice()),
+                            ))
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        for key in doomed {
+                            inner.map.remove(&key);
+                        }
+                    }
+                }
+            }
         }
         if changelog_offset.is_some() {
             inner.changelog_offset = changelog_offset;

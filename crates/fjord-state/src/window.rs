@@ -1,0 +1,234 @@
+//! The window store layout: windowed aggregates over any [`KeyValueBytesStore`].
+//!
+//! # Key layout
+//!
+//! ```text
+//! [segment id: i64, 8 bytes][key len: u32 BE][key][window start: i64, 8 bytes]
+//! ```
+//!
+//! `i64`s are big-endian with the sign bit flipped, so byte order is numeric order and
+//! negative timestamps sort before positive ones. Segment id = `floor(window start /
+//! segment interval)`.
+//!
+//! - The segment id comes first so that expiring old windows is one range delete of whole
+//!   segments (`[lowest segment, first live segment)`), with no scan, on RocksDB a single range
+//!   tombstone.
+//! - The key is length-prefixed so that the windows of one key are contiguous within a segment:
+//!   with a bare key, key `a` at some time and key `a\x00` would interleave.
+//! - The window start comes last, so the windows of a key in a segment are in time order and
+//!   `fetch(key, from, to)` is one range scan per segment that has data (empty segments are
+//!   skipped with one seek).
+//!
+//! # Retention
+//!
+//! The store tracks the observed stream time (the largest window start put, or the stream time
+//! given to [`WindowStore::expire`]). Like Kafka Streams, a window is expired when
+//! `window start <= observed stream time - retention`: puts of expired windows are dropped and
+//! reads do not return them, even before `expire` has removed them. The observed stream time is
+//! kept in memory only; after a restart it advances again with the puts (or
+//! [`WindowStore::observe`]).
+//!
+//! One value per (key, window start): Kafka's `retainDuplicates` (for stream-stream joins) is
+//! not supported by this layout.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::segments::{Segments, encode_i64, push_key, read_i64, read_key};
+use crate::{KeyValueBytesStore, StoreError, WriteBatch};
+
+pub use crate::segments::default_segment_interval;
+
+/// One window of [`WindowStore::fetch_all`]: `(key, window start, value)`.
+pub type WindowEntry = (Vec<u8>, i64, Vec<u8>);
+
+/// A window store over a key-value store. Writes are staged into [`WriteBatch`]es that the
+/// caller applies with [`KeyValueBytesStore::write`] (with its changelog offset).
+pub struct WindowStore {
+    segments: Segments,
+}
+
+impl std::fmt::Debug for WindowStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowStore")
+            .field("store", &self.segments.inner.name())
+            .field("retention_ms", &self.segments.retention_ms)
+            .field("segment_interval_ms", &self.segments.interval_ms)
+            .finish()
+    }
+}
+
+impl WindowStore {
+    /// A window store over `inner` (which it owns: nothing else may write other keys to it),
+    /// keeping windows for `retention_ms` (at least the window size plus the grace period) in
+    /// segments of `segment_interval_ms` (see [`default_segment_interval`]; at least 1).
+    pub fn new(
+        inner: Arc<dyn KeyValueBytesStore>,
+        retention_ms: i64,
+        segment_interval_ms: i64,
+    ) -> Self {
+        Self { segments: Segments::new(inner, retention_ms, segment_interval_ms) }
+    }
+
+    /// The underlying store.
+    pub fn inner(&self) -> &Arc<dyn KeyValueBytesStore> {
+        &self.segments.inner
+    }
+
+    /// The retention period.
+    pub fn retention_ms(&self) -> i64 {
+        self.segments.retention_ms
+    }
+
+    /// The segment interval.
+    pub fn segment_interval_ms(&self) -> i64 {
+        self.segments.interval_ms
+    }
+
+    /// The observed stream time (`i64::MIN` before any).
+    pub fn observed_stream_time(&self) -> i64 {
+        self.segments.observed()
+    }
+
+    /// Advances the observed stream time (never moves it back).
+    pub fn observe(&self, stream_time: i64) {
+        self.segments.observe(stream_time);
+    }
+
+    /// The segment of a window start.
+    pub fn segment_id(&self, window_start: i64) -> i64 {
+        self.segments.segment_id(window_start)
+    }
+
+    /// The store key of `(key, window start)`.
+    pub fn encode_key(&self, key: &[u8], window_start: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 4 + key.len() + 8);
+        out.extend_from_slice(&encode_i64(self.segment_id(window_start)));
+        push_key(&mut out, key);
+        out.extend_from_slice(&encode_i64(window_start));
+        out
+    }
+
+    /// The `(key, window start)` of a store key.
+    pub fn decode_key(&self, stored: &[u8]) -> Result<(Vec<u8>, i64), StoreError> {
+        decode(stored).ok_or_else(|| self.segments.corrupt("malformed window key"))
+    }
+
+    /// Whether a window with this start is expired (see the module docs).
+    pub fn is_expired(&self, window_start: i64) -> bool {
+        window_start < self.segments.live_from()
+    }
+
+    /// Stages a put (`Some`) or delete (`None`) of the window of `key` starting at
+    /// `window_start`, and advances the observed stream time to it. Returns false, staging
+    /// nothing, if the window is already expired.
+    pub fn put(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        window_start: i64,
+        value: Option<&[u8]>,
+    ) -> bool {
+        self.segments.observe(window_start);
+        if self.is_expired(window_start) {
+            return false;
+        }
+        self.segments.note_segment(self.segment_id(window_start));
+        batch.put_or_delete(self.encode_key(key, window_start), value.map(<[u8]>::to_vec));
+        true
+    }
+
+    /// The value of one window.
+    pub fn get(&self, key: &[u8], window_start: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.is_expired(window_start) {
+            return Ok(None);
+        }
+        self.segments.inner.get(&self.encode_key(key, window_start))
+    }
+
+    /// The windows of `key` with a start in `[time_from, time_to]`, as `(start, value)` in
+    /// ascending start order.
+    pub fn fetch(
+        &self,
+        key: &[u8],
+        time_from: i64,
+        time_to: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let from = time_from.max(self.segments.live_from());
+        let mut out = Vec::new();
+        if from > time_to {
+            return Ok(out);
+        }
+        let (first, last) = (self.segment_id(from), self.segment_id(time_to));
+        self.segments.for_each_segment(first, last, |segment| {
+            let mut prefix = Vec::with_capacity(8 + 4 + key.len() + 8);
+            prefix.extend_from_slice(&encode_i64(segment));
+            push_key(&mut prefix, key);
+            let mut lower = prefix.clone();
+            lower.extend_from_slice(&encode_i64(from));
+            let mut upper = prefix;
+            upper.extend_from_slice(&encode_i64(time_to));
+            for item in
+                self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))?
+            {
+                let (stored, value) = item?;
+                let start = read_i64(&stored, stored.len().saturating_sub(8))
+                    .ok_or_else(|| self.segments.corrupt("malformed window key"))?;
+                out.push((start, value));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The windows of every key with a start in `[time_from, time_to]`, as
+    /// `(key, start, value)`, ordered by segment, then key (shorter keys first, then bytewise),
+    /// then start.
+    pub fn fetch_all(&self, time_from: i64, time_to: i64) -> Result<Vec<WindowEntry>, StoreError> {
+        let from = time_from.max(self.segments.live_from());
+        let mut out = Vec::new();
+        if from > time_to {
+            return Ok(out);
+        }
+        let (first, last) = (self.segment_id(from), self.segment_id(time_to));
+        self.segments.for_each_segment(first, last, |segment| {
+            let lower = encode_i64(segment);
+            let upper = segment.checked_add(1).map(encode_i64);
+            let upper_bound = match &upper {
+                Some(u) => Bound::Excluded(u.as_slice()),
+                None => Bound::Unbounded,
+            };
+            for item in self.segments.inner.range(Bound::Included(&lower), upper_bound)? {
+                let (stored, value) = item?;
+                let (key, start) = self.decode_key(&stored)?;
+                if (from..=time_to).contains(&start) {
+                    out.push((key, start, value));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every live window, as in [`fetch_all`](Self::fetch_all).
+    pub fn all(&self) -> Result<Vec<WindowEntry>, StoreError> {
+        self.fetch_all(i64::MIN, i64::MAX)
+    }
+
+    /// Advances the observed stream time to `stream_time` and stages the removal of every
+    /// segment that only holds expired windows (one range delete). The first call scans the
+    /// store once for its lowest segment; later calls only delete from the lowest segment
+    /// known to exist.
+    pub fn expire(&self, batch: &mut WriteBatch, stream_time: i64) -> Result<(), StoreError> {
+        self.segments.expire(batch, stream_time)
+    }
+}
+
+fn decode(stored: &[u8]) -> Option<(Vec<u8>, i64)> {
+    read_i64(stored, 0)?;
+    let (key, after) = read_key(stored, 8)?;
+    if stored.len() != after + 8 {
+        return None;
+    }
+    Some((key.to_vec(), read_i64(stored, after)?))
+}
