@@ -10,3 +10,9 @@ pub use fjord_broker as broker;
 
 /// The stream processing DSL and runtime (the `fjord-streams` crate).
 pub use fjord_streams as streams;
+
+/// The code blocks of `docs/streams-state.md` run as doc tests, so the page cannot drift from
+/// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/streams-state.md")]
+pub struct StreamsStateDoc;

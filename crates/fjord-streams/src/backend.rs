@@ -253,7 +253,9 @@ impl Backend for EmbeddedBackend {
             max_poll_records: 10_000,
             ..ConsumerConfig::default()
         };
-        Ok(Box::new(EmbeddedConsumer { consumer: fjord_broker::Consumer::new(&self.broker, config)? }))
+        Ok(Box::new(EmbeddedConsumer {
+            consumer: fjord_broker::Consumer::new(&self.broker, config)?,
+        }))
     }
 
     async fn end_offsets(
@@ -262,10 +264,7 @@ impl Backend for EmbeddedBackend {
         read_committed: bool,
     ) -> Result<Vec<i64>, StreamsError> {
         let spec = if read_committed { OffsetSpec::LatestCommitted } else { OffsetSpec::Latest };
-        partitions
-            .iter()
-            .map(|tp| Ok(self.broker.list_offset(tp, spec)?.offset))
-            .collect()
+        partitions.iter().map(|tp| Ok(self.broker.list_offset(tp, spec)?.offset)).collect()
     }
 }
 

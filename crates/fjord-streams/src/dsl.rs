@@ -304,7 +304,11 @@ impl<K, V> Clone for KStream<K, V> {
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
-    fn derive<K2: 'static, V2: 'static>(&self, node: NodeId, key_changed: bool) -> KStream<K2, V2> {
+    pub(crate) fn derive<K2: 'static, V2: 'static>(
+        &self,
+        node: NodeId,
+        key_changed: bool,
+    ) -> KStream<K2, V2> {
         KStream {
             state: self.state.clone(),
             node,

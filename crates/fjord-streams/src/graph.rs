@@ -59,6 +59,8 @@ pub(crate) struct Graph {
     pub(crate) nodes: Vec<GraphNode>,
     pub(crate) internal_topics: Vec<InternalTopic>,
     pub(crate) stores: Vec<Arc<StoreSpec>>,
+    /// Join nodes: the topics their sub-topology reads must be co-partitioned.
+    pub(crate) copartitioned: Vec<NodeId>,
 }
 
 impl Graph {

@@ -16,10 +16,12 @@ mod node;
 pub mod processor;
 mod record;
 mod runtime;
-mod state;
 pub mod serdes;
+mod state;
+mod table;
 mod task;
 mod topology;
+mod window;
 
 pub use backend::{Backend, EmbeddedBackend};
 pub use driver::{DriverConfig, OutputRecord, TestInputTopic, TestOutputTopic, TopologyTestDriver};
@@ -28,14 +30,17 @@ pub use dsl::{
     StreamsBuilder, TimestampExtractor,
 };
 pub use error::{ErrorAction, StreamsError};
+pub use fjord_state::{MemoryConfig, MemoryUsage};
 pub use graph::{InternalTopic, InternalTopicKind};
 pub use node::{Emitter, RawRecord, RecordCollector};
 pub use processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};
 pub use record::{Header, Headers, Record};
 pub use runtime::{ProcessingGuarantee, Streams, StreamsConfig, StreamsState};
-pub use state::{CachedStore, Change, KeyValueStore, StoreKind, StoreSpec};
 pub use serdes::{Serde, SerdeError, SerdeRef, Serdes};
+pub use state::{CachedStore, Change, KeyValueStore, ReadOnlyKeyValueStore, StoreKind, StoreSpec};
+pub use table::{Grouped, KGroupedStream, KGroupedTable, KTable, Materialized};
 pub use topology::{Subtopology, Topology};
+pub use window::{TimeWindowedKStream, TimeWindows, Window, Windowed};
 
 /// A task: a sub-topology and a partition, `<sub-topology>_<partition>` as Kafka names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -157,6 +157,16 @@ impl TaskContext {
         }
     }
 
+    /// Drops a record an operator cannot take (a null key for an aggregation, a record too
+    /// late for its window), counted and logged as Kafka's dropped-records sensor does.
+    pub(crate) fn skip_record(&mut self, node: &str, reason: &'static str) {
+        let source =
+            self.current.as_ref().map(|c| format!("{}-{}@{}", c.topic, c.partition, c.offset));
+        tracing::debug!(task = %self.task_id, node, source = ?source, reason, "record dropped");
+        self.dropped_records += 1;
+        metrics::counter!("fjord_streams_dropped_records_total", "reason" => reason).increment(1);
+    }
+
     pub(crate) fn fail(&mut self, error: StreamsError) {
         if self.failure.is_none() {
             self.failure = Some(error);
@@ -301,10 +311,11 @@ impl<K: Clone, V: Clone> Children<K, V> {
 }
 
 /// Opens the engine of a store for a task (RocksDB in the state directory, or memory).
-pub(crate) type EngineOpener<'a> = &'a mut dyn FnMut(
-    &StoreSpec,
-    TaskId,
-) -> Result<Arc<dyn fjord_state::KeyValueBytesStore>, StreamsError>;
+pub(crate) type EngineOpener<'a> =
+    &'a mut dyn FnMut(
+        &StoreSpec,
+        TaskId,
+    ) -> Result<Arc<dyn fjord_state::KeyValueBytesStore>, StreamsError>;
 
 /// Builds the nodes of one task from the shared graph, each node once.
 pub(crate) struct Instantiator<'g> {
@@ -347,10 +358,10 @@ impl<'g> Instantiator<'g> {
             StreamsError::Topology(format!("no state store named `{name}`: add it to the builder"))
         })?;
         let engine = (self.opener)(&spec, self.task_id)?;
-        let changelog = spec
-            .logged
-            .then(|| (self.topic(&spec.changelog_topic()), self.task_id.partition));
-        let store = Rc::new(RefCell::new(CachedStore::new(spec, engine, changelog, self.cache_bytes)));
+        let changelog =
+            spec.logged.then(|| (self.topic(&spec.changelog_topic()), self.task_id.partition));
+        let store =
+            Rc::new(RefCell::new(CachedStore::new(spec, engine, changelog, self.cache_bytes)));
         self.stores.push(store.clone());
         Ok(store)
     }

@@ -65,6 +65,9 @@ pub struct StreamsConfig {
     pub max_poll_records: usize,
     /// `statestore.cache.max.bytes`: the record caches of all threads together (10 MiB).
     pub cache_max_bytes: usize,
+    /// The memory of all RocksDB stores together: one shared block cache that memtables are
+    /// charged to (64 MiB, half of it for memtables).
+    pub rocksdb_memory: fjord_state::MemoryConfig,
 }
 
 impl StreamsConfig {
@@ -82,6 +85,7 @@ impl StreamsConfig {
             poll_timeout: Duration::from_millis(100),
             max_poll_records: 1000,
             cache_max_bytes: 10 * 1024 * 1024,
+            rocksdb_memory: fjord_state::MemoryConfig::default(),
         }
     }
 
@@ -119,11 +123,13 @@ struct Shared {
     state: watch::Sender<StreamsState>,
     error: Mutex<Option<String>>,
     processed: AtomicU64,
+    /// Changelog records replayed into stores.
+    restored: AtomicU64,
     committed: AtomicU64,
     /// Threads that have their assignment and are processing.
     running_threads: Mutex<BTreeSet<usize>>,
     /// The stores' engines: opened per task, and readable by interactive queries.
-    stores: crate::state::StoreEngines,
+    stores: Arc<crate::state::StoreEngines>,
 }
 
 /// A running streams application (Kafka's `KafkaStreams`).
@@ -160,6 +166,7 @@ impl Streams {
             });
         }
         let config_state_dir = config.state_dir.clone();
+        let config_rocksdb_memory = config.rocksdb_memory;
         Ok(Streams {
             shared: Arc::new(Shared {
                 config,
@@ -169,9 +176,13 @@ impl Streams {
                 state: watch::channel(StreamsState::Created).0,
                 error: Mutex::new(None),
                 processed: AtomicU64::new(0),
+                restored: AtomicU64::new(0),
                 committed: AtomicU64::new(0),
                 running_threads: Mutex::new(BTreeSet::new()),
-                stores: crate::state::StoreEngines::new(&config_state_dir)?,
+                stores: Arc::new(crate::state::StoreEngines::new(
+                    &config_state_dir,
+                    config_rocksdb_memory,
+                )),
             }),
             threads: Vec::new(),
         })
@@ -215,28 +226,53 @@ impl Streams {
                 }
             }
         }
-        // Repartition topics take the largest partition count of the sub-topology writing
-        // them; resolve in dependency order.
         let internal = topology.internal_topics().to_vec();
-        for _ in 0..=internal.len() {
-            for topic in &internal {
-                if counts.contains_key(&topic.name) {
-                    continue;
-                }
-                let count = match topic.partitions {
-                    Some(n) => Some(n),
-                    None => {
-                        topology.writer_of(&topic.name).and_then(|s| {
-                            let known: Option<Vec<u32>> =
-                                s.source_topics.iter().map(|t| counts.get(t).copied()).collect();
-                            known.and_then(|k| k.into_iter().max())
-                        })
-                    }
-                };
-                if let Some(n) = count {
-                    counts.insert(topic.name.clone(), n);
+        let external = counts.clone();
+        resolve_internal_counts(topology, &mut counts, &BTreeMap::new());
+        // A joining sub-topology reads co-partitioned topics: the same partition count, so
+        // that partition n of each holds the same keys. Its repartition topics follow the
+        // topics it reads from outside; those must already agree.
+        let mut forced = BTreeMap::new();
+        for sub in topology.subtopologies().iter().filter(|s| s.copartitioned) {
+            let fixed: BTreeMap<&String, u32> = sub
+                .source_topics
+                .iter()
+                .filter_map(|t| {
+                    let explicit =
+                        internal.iter().find(|i| &i.name == t).and_then(|i| i.partitions);
+                    external.get(t).copied().or(explicit).map(|n| (t, n))
+                })
+                .collect();
+            let distinct: BTreeSet<u32> = fixed.values().copied().collect();
+            if distinct.len() > 1 {
+                return Err(StreamsError::Topology(format!(
+                    "sub-topology {} joins topics that are not co-partitioned: {}; give them the same number of partitions (or repartition one side)",
+                    sub.id,
+                    fixed
+                        .iter()
+                        .map(|(t, n)| format!("`{t}` has {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let target = match distinct.first() {
+                Some(&n) => n,
+                None => sub
+                    .source_topics
+                    .iter()
+                    .filter_map(|t| counts.get(t).copied())
+                    .max()
+                    .unwrap_or(1),
+            };
+            for t in &sub.source_topics {
+                if !fixed.contains_key(t) {
+                    forced.insert(t.clone(), target);
                 }
             }
+        }
+        if !forced.is_empty() {
+            counts = external;
+            resolve_internal_counts(topology, &mut counts, &forced);
         }
         let mut specs = Vec::new();
         for topic in &internal {
@@ -303,6 +339,45 @@ impl Streams {
     /// Records processed so far, over all threads.
     pub fn records_processed(&self) -> u64 {
         self.shared.processed.load(Ordering::Relaxed)
+    }
+
+    /// Changelog records replayed into state stores so far (on start and when tasks moved
+    /// here): after a clean stop with local state kept, only what the local stores missed.
+    pub fn records_restored(&self) -> u64 {
+        self.shared.restored.load(Ordering::Relaxed)
+    }
+
+    /// The memory of this instance's RocksDB stores (block cache with the memtables charged to
+    /// it) against `StreamsConfig::rocksdb_memory`.
+    pub fn rocksdb_memory_usage(&self) -> fjord_state::MemoryUsage {
+        self.shared.stores.rocksdb_usage()
+    }
+
+    /// Read-only access to a key-value store of this instance, for interactive queries: reads
+    /// go to the stores of the tasks running here and see the state as of their last commit.
+    /// A key of a task that runs on another instance is not found here.
+    pub fn key_value_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: crate::serdes::SerdeRef<K>,
+        value_serde: crate::serdes::SerdeRef<V>,
+    ) -> Result<crate::state::ReadOnlyKeyValueStore<K, V>, StreamsError> {
+        let spec =
+            self.shared.topology.stores().iter().find(|s| s.name == name).ok_or_else(|| {
+                StreamsError::Topology(format!("no state store named `{name}` in the topology"))
+            })?;
+        if spec.kind != crate::state::StoreKind::KeyValue {
+            return Err(StreamsError::Topology(format!(
+                "state store `{name}` is a {:?} store, not a key-value store",
+                spec.kind
+            )));
+        }
+        Ok(crate::state::ReadOnlyKeyValueStore::new(
+            name,
+            self.shared.stores.clone(),
+            key_serde,
+            value_serde,
+        ))
     }
 
     /// Commits done so far, over all threads.
@@ -463,8 +538,10 @@ impl StreamThread {
             in_transaction: false,
             transactional: exactly_once,
         }));
-        let restore_consumer =
-            shared.backend.restore_consumer(format!("{name}-restore-consumer"), exactly_once).await?;
+        let restore_consumer = shared
+            .backend
+            .restore_consumer(format!("{name}-restore-consumer"), exactly_once)
+            .await?;
         let mut thread = StreamThread {
             shared: shared.clone(),
             index,
@@ -618,6 +695,7 @@ impl StreamThread {
                 &self.shared.shutdown,
             )
             .await?;
+            self.shared.restored.fetch_add(task.restored_records, Ordering::Relaxed);
             task.ctx.wall_clock = wall_clock_ms();
             task.initialize()?;
             tracing::info!(thread = %self.name, task = %id, "created task");
@@ -739,16 +817,45 @@ impl StreamThread {
     }
 }
 
+/// Works out the partition counts of internal topics: a fixed or forced count, else the
+/// largest count of the topics the sub-topology writing them reads; resolved in dependency
+/// order.
+fn resolve_internal_counts(
+    topology: &Topology,
+    counts: &mut BTreeMap<String, u32>,
+    forced: &BTreeMap<String, u32>,
+) {
+    let internal = topology.internal_topics();
+    for _ in 0..=internal.len() {
+        for topic in internal {
+            if counts.contains_key(&topic.name) {
+                continue;
+            }
+            let count =
+                topic.partitions.or_else(|| forced.get(&topic.name).copied()).or_else(|| {
+                    topology.writer_of(&topic.name).and_then(|s| {
+                        let known: Option<Vec<u32>> =
+                            s.source_topics.iter().map(|t| counts.get(t).copied()).collect();
+                        known.and_then(|k| k.into_iter().max())
+                    })
+                });
+            if let Some(n) = count {
+                counts.insert(topic.name.clone(), n);
+            }
+        }
+    }
+}
+
 /// A changelog is compacted; a window or session store's also drops what is older than the
 /// store's retention plus a day (Kafka's `windowstore.changelog.additional.retention.ms`).
 fn changelog_configs(topology: &Topology, topic: &str) -> BTreeMap<String, String> {
-    let retention = topology.stores().iter().find(|s| s.changelog_topic() == topic).and_then(
-        |s| match s.kind {
+    let retention = topology.stores().iter().find(|s| s.changelog_topic() == topic).and_then(|s| {
+        match s.kind {
             crate::state::StoreKind::KeyValue => None,
             crate::state::StoreKind::Window { retention_ms }
             | crate::state::StoreKind::Session { retention_ms } => Some(retention_ms),
-        },
-    );
+        }
+    });
     match retention {
         None => BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
         Some(ms) => BTreeMap::from([

@@ -28,7 +28,7 @@ use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use fjord_state::{KeyValueBytesStore, WriteBatch};
+use fjord_state::{KeyValueBytesStore, WriteBatch, WriteOp};
 
 use crate::error::StreamsError;
 use crate::node::TaskContext;
@@ -261,7 +261,7 @@ impl CachedStore {
         &self,
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StreamsError> {
+    ) -> Result<Vec<KeyValueBytes>, StreamsError> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for pair in self.engine.range(from, to).map_err(|e| self.engine_error(e))? {
             let (k, v) = pair.map_err(|e| self.engine_error(e))?;
@@ -328,6 +328,11 @@ impl CachedStore {
         self.cache_bytes -= freed.min(self.cache_bytes);
     }
 
+    /// The staged writes, for operators that stage more than puts (a window store's expiry).
+    pub(crate) fn staged_mut(&mut self) -> &mut WriteBatch {
+        &mut self.staged
+    }
+
     /// Whether writes are staged and wait for [`Self::apply`].
     pub(crate) fn has_staged(&self) -> bool {
         !self.staged.is_empty()
@@ -340,7 +345,12 @@ impl CachedStore {
             return Ok(());
         }
         self.engine.write(&self.staged, changelog_offset).map_err(|e| self.engine_error(e))?;
-        for (key, _) in &self.staged.ops {
+        for op in &self.staged.ops {
+            let key = match op {
+                WriteOp::Put(key, _) | WriteOp::Delete(key) => key,
+                // Caches never stage range deletes: only point writes are flushed.
+                WriteOp::DeleteRange(..) => continue,
+            };
             if let Some(e) = self.cache.get_mut(key) {
                 e.staged = false;
             }
@@ -350,20 +360,17 @@ impl CachedStore {
         Ok(())
     }
 
-    /// Forgets what is cached and staged (after a failed commit: the state is rebuilt from the
-    /// engine and the changelog).
-    pub(crate) fn reset_cache(&mut self) {
-        self.cache.clear();
-        self.cache_bytes = 0;
-        self.dirty = 0;
-        self.staged = WriteBatch::default();
-    }
-
     /// Cache hits and misses so far.
     pub fn cache_stats(&self) -> (u64, u64) {
         (self.hits, self.misses)
     }
 }
+
+/// A key and value as a store holds them.
+pub type KeyValueBytes = (Vec<u8>, Vec<u8>);
+
+/// A store engine open here, with its store name and task.
+type OpenEngine = (String, crate::TaskId, Arc<dyn KeyValueBytesStore>);
 
 /// A shared handle on a task's store.
 pub(crate) type StoreRef = Rc<RefCell<CachedStore>>;
@@ -398,11 +405,9 @@ impl<K: 'static, V: 'static> KeyValueStore<K, V> {
         self.encode_key(key)?;
         let mut store = self.store.borrow_mut();
         match store.get(&self.key_buf)? {
-            Some(bytes) => self
-                .value_serde
-                .deserialize(bytes)
-                .map(Some)
-                .map_err(|e| StreamsError::State { store: store.spec.name.clone(), message: e.to_string() }),
+            Some(bytes) => self.value_serde.deserialize(bytes).map(Some).map_err(|e| {
+                StreamsError::State { store: store.spec.name.clone(), message: e.to_string() }
+            }),
             None => Ok(None),
         }
     }
@@ -422,6 +427,37 @@ impl<K: 'static, V: 'static> KeyValueStore<K, V> {
         self.store.borrow_mut().delete(&self.key_buf, timestamp)
     }
 
+    /// Whether the cache must flush now (over its budget, or caching is off).
+    pub(crate) fn needs_flush(&self) -> bool {
+        self.store.borrow().needs_flush()
+    }
+
+    /// Flushes the store's cache (changelog records sent, writes staged) and returns the
+    /// flushed rows as table updates, in key order.
+    pub(crate) fn flush_changes(
+        &self,
+        ctx: &mut TaskContext,
+    ) -> Result<Vec<crate::record::Record<K, Change<V>>>, StreamsError> {
+        let flushed = self.store.borrow_mut().flush(ctx);
+        let value = |bytes: Option<Vec<u8>>| {
+            bytes
+                .map(|b| self.value_serde.deserialize(&b))
+                .transpose()
+                .map_err(|e| self.serde_error(e))
+        };
+        flushed
+            .into_iter()
+            .map(|e| {
+                Ok(crate::record::Record {
+                    key: self.key_serde.deserialize(&e.key).map_err(|e| self.serde_error(e))?,
+                    value: Change { new: value(e.new)?, old: value(e.old)? },
+                    timestamp: e.timestamp,
+                    headers: Headers::new(),
+                })
+            })
+            .collect()
+    }
+
     /// Every pair, in the order of the serialized keys.
     pub fn all(&self) -> Result<Vec<(K, V)>, StreamsError> {
         let pairs = self.store.borrow().range(Bound::Unbounded, Bound::Unbounded)?;
@@ -436,32 +472,136 @@ impl<K: 'static, V: 'static> KeyValueStore<K, V> {
     }
 }
 
+/// A key-value store of a running application, read from outside its stream threads
+/// (interactive queries). Each read sees the tasks running on this instance at that moment,
+/// as of their last commit.
+pub struct ReadOnlyKeyValueStore<K, V> {
+    name: String,
+    /// Looked up at each read and never held after it, so that a task closing here closes its
+    /// stores.
+    engines: Arc<StoreEngines>,
+    key_serde: SerdeRef<K>,
+    value_serde: SerdeRef<V>,
+}
+
+impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
+    pub(crate) fn new(
+        name: &str,
+        engines: Arc<StoreEngines>,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> Self {
+        ReadOnlyKeyValueStore { name: name.to_string(), engines, key_serde, value_serde }
+    }
+
+    fn error(&self, message: impl std::fmt::Display) -> StreamsError {
+        StreamsError::State { store: self.name.clone(), message: message.to_string() }
+    }
+
+    /// The tasks of this instance whose stores it reads now.
+    pub fn tasks(&self) -> Vec<crate::TaskId> {
+        self.engines.engines(&self.name).into_iter().map(|(t, _)| t).collect()
+    }
+
+    /// The value of a key, if a task here holds it.
+    pub fn get(&self, key: &K) -> Result<Option<V>, StreamsError> {
+        let mut bytes = Vec::new();
+        self.key_serde.serialize(key, &mut bytes).map_err(|e| self.error(e))?;
+        for (_, engine) in self.engines.engines(&self.name) {
+            if let Some(v) = engine.get(&bytes).map_err(|e| self.error(e))? {
+                return self.value_serde.deserialize(&v).map(Some).map_err(|e| self.error(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every pair held here, in the order of the serialized keys.
+    pub fn all(&self) -> Result<Vec<(K, V)>, StreamsError> {
+        let mut rows = BTreeMap::new();
+        for (_, engine) in self.engines.engines(&self.name) {
+            for pair in
+                engine.range(Bound::Unbounded, Bound::Unbounded).map_err(|e| self.error(e))?
+            {
+                let (k, v) = pair.map_err(|e| self.error(e))?;
+                rows.insert(k, v);
+            }
+        }
+        rows.into_iter()
+            .map(|(k, v)| {
+                let k = self.key_serde.deserialize(&k).map_err(|e| self.error(e))?;
+                let v = self.value_serde.deserialize(&v).map_err(|e| self.error(e))?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+}
+
 /// The engines of the stores of one process: opened per task, and kept readable for
-/// interactive queries while the task runs here.
+/// interactive queries while the task runs here. Persistent stores are RocksDB databases in
+/// `<state.dir>/<task>/<store>`, all sharing one memory budget ([`fjord_state::RocksDbEnv`]).
 pub(crate) struct StoreEngines {
     state_dir: std::path::PathBuf,
-    open: parking_lot::Mutex<Vec<(String, crate::TaskId, Arc<dyn KeyValueBytesStore>)>>,
+    rocksdb: fjord_state::RocksDbEnv,
+    open: parking_lot::Mutex<Vec<OpenEngine>>,
 }
 
 impl StoreEngines {
-    pub(crate) fn new(state_dir: &std::path::Path) -> Result<Self, StreamsError> {
-        Ok(StoreEngines {
+    pub(crate) fn new(state_dir: &std::path::Path, memory: fjord_state::MemoryConfig) -> Self {
+        StoreEngines {
             state_dir: state_dir.to_path_buf(),
+            rocksdb: fjord_state::RocksDbEnv::new(memory),
             open: parking_lot::Mutex::new(Vec::new()),
-        })
+        }
     }
 
-    /// Opens the engine of a task's store.
+    /// Opens the engine of a task's store: RocksDB for persistent stores (keeping what an
+    /// earlier run committed, so restoration replays only the changelog's tail), else memory.
+    /// Opening blocks; the runtime calls it while no task of the thread is processing.
     pub(crate) fn open(
         &self,
         spec: &StoreSpec,
         task: crate::TaskId,
     ) -> Result<Arc<dyn KeyValueBytesStore>, StreamsError> {
-        let _dir = self.state_dir.join(task.to_string()).join(&spec.name);
-        let engine: Arc<dyn KeyValueBytesStore> =
-            Arc::new(fjord_state::InMemoryStore::new(spec.name.clone()));
+        let engine: Arc<dyn KeyValueBytesStore> = if spec.persistent {
+            let dir = self.state_dir.join(task.to_string()).join(&spec.name);
+            Arc::new(self.open_rocksdb(spec, &dir)?)
+        } else {
+            Arc::new(fjord_state::InMemoryStore::new(spec.name.clone()))
+        };
         self.open.lock().push((spec.name.clone(), task, engine.clone()));
         Ok(engine)
+    }
+
+    /// Opens a RocksDB store. A store of this process that closed a moment ago may still be
+    /// held by an interactive query in flight: its lock is retried for a few seconds before
+    /// giving up (another process holding it is reported at once after that).
+    fn open_rocksdb(
+        &self,
+        spec: &StoreSpec,
+        dir: &std::path::Path,
+    ) -> Result<fjord_state::RocksDbStore, StreamsError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match fjord_state::RocksDbStore::open(&self.rocksdb, &spec.name, dir) {
+                Ok(store) => return Ok(store),
+                Err(fjord_state::StoreError::Locked { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(StreamsError::State {
+                        store: spec.name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The memory the RocksDB stores of this process use, against their budget.
+    pub(crate) fn rocksdb_usage(&self) -> fjord_state::MemoryUsage {
+        self.rocksdb.usage()
     }
 
     /// Forgets the engines of a task that closed here.
@@ -506,7 +646,10 @@ pub(crate) async fn restore(
         let from = store
             .engine()
             .changelog_offset()
-            .map_err(|e| StreamsError::State { store: store.spec.name.clone(), message: e.to_string() })?
+            .map_err(|e| StreamsError::State {
+                store: store.spec.name.clone(),
+                message: e.to_string(),
+            })?
             .unwrap_or(0);
         let tp = TopicPartition::new(topic.clone(), *partition);
         starts.push((tp.clone(), from));
@@ -545,7 +688,9 @@ pub(crate) async fn restore(
         let records = consumer.poll(std::time::Duration::from_millis(100)).await?;
         let mut batches: Vec<WriteBatch> = work.iter().map(|_| WriteBatch::default()).collect();
         for r in records {
-            let Some(i) = work.iter().position(|w| w.tp.partition == r.partition && *w.tp.topic == *r.topic) else {
+            let Some(i) =
+                work.iter().position(|w| w.tp.partition == r.partition && *w.tp.topic == *r.topic)
+            else {
                 continue;
             };
             let key = r.key.map(|k| k.to_vec()).unwrap_or_default();
@@ -559,9 +704,10 @@ pub(crate) async fn restore(
                 continue;
             }
             let position = consumer.position(&w.tp)?;
-            w.engine
-                .write(batch, Some(position))
-                .map_err(|e| StreamsError::State { store: w.name.clone(), message: e.to_string() })?;
+            w.engine.write(batch, Some(position)).map_err(|e| StreamsError::State {
+                store: w.name.clone(),
+                message: e.to_string(),
+            })?;
             w.restored += batch.ops.len() as u64;
             metrics::counter!("fjord_streams_restored_records_total", "store" => w.name.clone())
                 .increment(batch.ops.len() as u64);

@@ -255,13 +255,6 @@ impl Task {
         Ok(())
     }
 
-    /// Drops cached and staged state after a failed commit.
-    pub(crate) fn reset_state_caches(&mut self) {
-        for store in &self.stores {
-            store.borrow_mut().reset_cache();
-        }
-    }
-
     /// Closes the processors.
     pub(crate) fn close(&mut self) {
         for (_, node) in &self.lifecycles {

@@ -28,6 +28,8 @@ pub struct Subtopology {
     pub sink_topics: Vec<String>,
     /// The state stores its processors use.
     pub stores: Vec<String>,
+    /// Whether it joins: then every topic it reads must have the same partition count.
+    pub copartitioned: bool,
 }
 
 /// A validated topology, shared by every stream thread.
@@ -94,6 +96,21 @@ impl Topology {
                 }
             }
         }
+        // Nodes that share a store belong to one sub-topology (a stream-table join and its
+        // table): the store lives in one task.
+        let mut store_user: BTreeMap<&str, usize> = BTreeMap::new();
+        for (id, node) in graph.nodes.iter().enumerate() {
+            for store in &node.stores {
+                if let Some(&other) = store_user.get(store.as_str()) {
+                    let (a, b) = (find(&mut component, id), find(&mut component, other));
+                    if a != b {
+                        component[a.max(b)] = a.min(b);
+                    }
+                } else {
+                    store_user.insert(store, id);
+                }
+            }
+        }
         let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
         for id in 0..n {
             let root = find(&mut component, id);
@@ -147,24 +164,16 @@ impl Topology {
                     ));
                 }
             }
+            let copartitioned = nodes.iter().any(|id| graph.copartitioned.contains(id));
             subtopologies.push(Subtopology {
                 id: i as u32,
+                copartitioned,
                 nodes,
                 sources,
                 source_topics,
                 sink_topics,
                 stores,
             });
-        }
-        let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, sub) in subtopologies.iter().enumerate() {
-            for store in &sub.stores {
-                if let Some(other) = owner.insert(store, i) {
-                    errors.push(format!(
-                        "state store `{store}` is used by sub-topologies {other} and {i}: a store belongs to one sub-topology (read another's table through a join or a global table)"
-                    ));
-                }
-            }
         }
         if !errors.is_empty() {
             return Err(StreamsError::Topology(errors.join("; ")));

@@ -12,8 +12,8 @@ use fjord_broker::{
 };
 use fjord_log::TopicPartition;
 use fjord_streams::{
-    Consumed, EmbeddedBackend, ErrorAction, Produced, Serdes, Streams, StreamsBuilder,
-    StreamsConfig, StreamsState,
+    Consumed, EmbeddedBackend, ErrorAction, Materialized, Produced, Serdes, Streams,
+    StreamsBuilder, StreamsConfig, StreamsState,
 };
 
 async fn broker(dir: &std::path::Path) -> Broker {
@@ -298,4 +298,179 @@ async fn a_missing_source_topic_is_reported_at_start() {
     .unwrap();
     let err = streams.start().await.unwrap_err();
     assert!(err.to_string().contains("source topic `nowhere` does not exist"), "{err}");
+}
+
+/// Reads `topic` from the beginning until the latest value of every key in `expected` is
+/// what it expects (table updates: earlier values of a key come and go).
+async fn await_latest(broker: &Broker, topic: &str, expected: &BTreeMap<String, i64>) {
+    let consumer = Consumer::new(
+        broker,
+        ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
+    )
+    .unwrap();
+    let partitions = broker.logs().topic(topic).unwrap().partition_count();
+    consumer
+        .assign(&(0..partitions).map(|p| TopicPartition::new(topic, p)).collect::<Vec<_>>())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+    while &latest != expected {
+        assert!(Instant::now() < deadline, "{topic}: latest values {latest:?}, want {expected:?}");
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            let count = i64::from_be_bytes(r.value.as_deref().unwrap().try_into().unwrap());
+            latest.insert(text(&r.key), count);
+        }
+    }
+}
+
+fn word_count() -> fjord_streams::Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream("words", Consumed::with(Serdes::string(), Serdes::string()))
+        .group_by_key()
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to("counts");
+    builder.build().unwrap()
+}
+
+fn words(range: std::ops::Range<u32>) -> Vec<(String, String)> {
+    range.map(|i| (format!("w{}", i % 10), i.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_survive_restarts_from_local_rocksdb_and_are_rebuilt_from_the_changelog() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    admin.create_topic(NewTopic::new("words", 3)).await.unwrap();
+    admin.create_topic(NewTopic::new("counts", 3)).await.unwrap();
+    let expect = |n: i64| (0..10).map(|i| (format!("w{i}"), n)).collect::<BTreeMap<_, _>>();
+    let start = || async {
+        let mut streams = Streams::new(
+            word_count(),
+            Arc::new(EmbeddedBackend::new(&broker)),
+            config("wordcount", dir.path()),
+        )
+        .unwrap();
+        streams.start().await.unwrap();
+        streams.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
+        streams
+    };
+    produce(&broker, "words", &words(0..300)).await;
+    let streams = start().await;
+    await_latest(&broker, "counts", &expect(30)).await;
+    let store = streams.key_value_store("counts", Serdes::string(), Serdes::i64()).unwrap();
+    assert_eq!(store.tasks().len(), 3);
+    streams.close().await.unwrap();
+    // The stores are RocksDB databases in the state directory, one per task.
+    for p in 0..3 {
+        assert!(dir.path().join(format!("state/0_{p}/counts/CURRENT")).exists());
+    }
+    // A restart keeps the local state: nothing to replay, counts go on.
+    produce(&broker, "words", &words(300..400)).await;
+    let streams = start().await;
+    assert_eq!(streams.records_restored(), 0, "local stores were up to date");
+    await_latest(&broker, "counts", &expect(40)).await;
+    // Interactive queries see the committed state.
+    let store = streams.key_value_store("counts", Serdes::string(), Serdes::i64()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get(&"w3".to_string()).unwrap() != Some(40) {
+        assert!(Instant::now() < deadline, "the store did not reach 40");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    streams.close().await.unwrap();
+    // Without its state directory, the application rebuilds every store from its changelog.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    produce(&broker, "words", &words(400..410)).await;
+    let streams = start().await;
+    assert!(streams.records_restored() >= 10, "the changelogs were replayed");
+    await_latest(&broker, "counts", &expect(41)).await;
+    let all =
+        streams.key_value_store("counts", Serdes::string(), Serdes::i64()).unwrap().all().unwrap();
+    streams.close().await.unwrap();
+    assert_eq!(all.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_topics_that_are_not_co_partitioned_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    admin.create_topic(NewTopic::new("orders", 3)).await.unwrap();
+    admin.create_topic(NewTopic::new("customers", 2)).await.unwrap();
+    let builder = StreamsBuilder::new();
+    let customers = builder.table(
+        "customers",
+        Consumed::with(Serdes::string(), Serdes::string()),
+        Materialized::named("customers"),
+    );
+    builder
+        .stream("orders", Consumed::with(Serdes::string(), Serdes::string()))
+        .join(&customers, |o, c| format!("{o}:{c}"))
+        .to("out");
+    let mut streams = Streams::new(
+        builder.build().unwrap(),
+        Arc::new(EmbeddedBackend::new(&broker)),
+        config("copartition", dir.path()),
+    )
+    .unwrap();
+    let err = streams.start().await.unwrap_err().to_string();
+    assert!(
+        err.contains("not co-partitioned")
+            && err.contains("`customers` has 2")
+            && err.contains("`orders` has 3"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocksdb_memory_stays_within_the_budget_under_a_large_key_space() {
+    const BUDGET: usize = 8 << 20;
+    const KEYS: usize = 150_000;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    admin.create_topic(NewTopic::new("events", 2)).await.unwrap();
+    admin.create_topic(NewTopic::new("latest", 2)).await.unwrap();
+    // 150,000 keys with 200-byte values: about 35 MB of state against an 8 MiB budget.
+    let input: Vec<(String, String)> =
+        (0..KEYS).map(|i| (format!("key-{i:08}"), format!("{i:0>200}"))).collect();
+    produce(&broker, "events", &input).await;
+    let builder = StreamsBuilder::new();
+    builder
+        .stream("events", Consumed::with(Serdes::string(), Serdes::string()))
+        .group_by_key()
+        .reduce(|_, newer| newer, Materialized::named("latest"))
+        .to_stream()
+        .to("latest");
+    let mut streams = Streams::new(
+        builder.build().unwrap(),
+        Arc::new(EmbeddedBackend::new(&broker)),
+        StreamsConfig {
+            rocksdb_memory: fjord_streams::MemoryConfig {
+                total_bytes: BUDGET,
+                write_buffer_fraction: 0.5,
+            },
+            cache_max_bytes: 1 << 20,
+            ..config("memory", dir.path())
+        },
+    )
+    .unwrap();
+    streams.start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut peak = 0;
+    loop {
+        let usage = streams.rocksdb_memory_usage();
+        peak = peak.max(usage.block_cache_bytes);
+        // The cache is not in strict-capacity mode: pinned blocks may push it briefly over.
+        assert!(usage.block_cache_bytes <= BUDGET + BUDGET / 20, "{usage:?}");
+        if streams.records_processed() >= KEYS as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processed {}", streams.records_processed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    streams.close().await.unwrap();
+    assert!(peak > 0, "the stores used the shared cache");
 }
