@@ -181,11 +181,17 @@ pub(crate) fn add_store_node(
     id
 }
 
-/// A node whose factory failed at build time already (a build error was recorded).
-pub(crate) fn failed_factory<K: 'static, V: 'static>() -> Box<dyn std::any::Any + Send + Sync> {
-    let factory: NodeFactory<K, V> =
+/// The table of an operator that could not be added (a build error was recorded): a node
+/// that reports it if it is ever instantiated, with records of `KIn`/`VIn` from `parent`.
+pub(crate) fn failed_table<KIn: 'static, VIn: 'static, K, V>(
+    state: &Rc<RefCell<BuilderState>>,
+    kind: &str,
+    parent: NodeId,
+) -> KTable<K, V> {
+    let factory: NodeFactory<KIn, VIn> =
         Box::new(|_, _| Err(StreamsError::Topology("node with a build error".into())));
-    Box::new(factory)
+    let node = add_store_node(state, kind, &[parent], &[], Box::new(factory));
+    KTable::new(state, node, None, None, None)
 }
 
 /// Forwards what a store's cache flushed as table updates.
@@ -298,8 +304,7 @@ where
         "aggregation",
     );
     let Some((store, key_serde, value_serde)) = store else {
-        let node = add_store_node(state, "AGGREGATE", &[parent], &[], failed_factory::<K, V>());
-        return KTable::new(state, node, None, None, None);
+        return failed_table::<K, V, K, A>(state, "AGGREGATE", parent);
     };
     let factory = aggregate_factory::<K, V, A, F>(
         store.clone(),
@@ -380,9 +385,8 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
             self.state.borrow_mut().errors.push(format!(
                 "a stream-table join needs a materialized table: join with a source table or an aggregation, or materialize the table first (table node `{table_node}`)"
             ));
-            let node =
-                add_store_node(&self.state, kind, &[stream.node], &[], failed_factory::<K, V>());
-            return stream.derive(node, false);
+            let failed: KTable<K, VR> = failed_table::<K, V, K, VR>(&self.state, kind, stream.node);
+            return stream.derive(failed.node, false);
         };
         let joiner = Arc::new(joiner);
         let factory: NodeFactory<K, V> = Box::new(move |inst: &mut Instantiator<'_>, id| {
@@ -542,14 +546,7 @@ impl StreamsBuilder {
             "table",
         );
         let Some((store, key_serde, value_serde)) = store else {
-            let node = add_store_node(
-                &self.state,
-                "TABLE-SOURCE",
-                &[stream.node],
-                &[],
-                failed_factory::<K, Option<V>>(),
-            );
-            return KTable::new(&self.state, node, None, None, None);
+            return failed_table::<K, Option<V>, K, V>(&self.state, "TABLE-SOURCE", stream.node);
         };
         let factory = aggregate_factory::<K, Option<V>, V, _>(
             store.clone(),

@@ -25,9 +25,7 @@ use crate::node::{Children, Instantiator, Lifecycle, Node, NodeFactory, TaskCont
 use crate::record::{Headers, Record};
 use crate::serdes::{Serde, SerdeError, SerdeRef, Serdes};
 use crate::state::{Change, StoreKind, StoreRef};
-use crate::table::{
-    KGroupedStream, KTable, Materialized, add_store, add_store_node, failed_factory,
-};
+use crate::table::{KGroupedStream, KTable, Materialized, add_store, add_store_node, failed_table};
 
 /// A time window: `[start, end)` in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,8 +204,7 @@ impl<K: Clone + 'static, V: Clone + 'static> TimeWindowedKStream<K, V> {
             "windowed aggregation",
         );
         let Some((store, key_serde, value_serde)) = store else {
-            let node = add_store_node(state, "AGGREGATE", &[parent], &[], failed_factory::<K, V>());
-            return KTable::new(state, node, None, None, None);
+            return failed_table::<K, V, _, _>(state, "AGGREGATE", parent);
         };
         let aggregator = Arc::new(aggregator);
         let (node_key_serde, node_value_serde, store_name) =
@@ -389,14 +386,7 @@ impl<K: Clone + 'static, V: Clone + 'static> KTable<Windowed<K>, V> {
             state.borrow_mut().errors.push(
                 "suppress_until_window_closes needs a windowed aggregation upstream (with its serdes)".into(),
             );
-            let node = add_store_node(
-                state,
-                "SUPPRESS",
-                &[self.node],
-                &[],
-                failed_factory::<Windowed<K>, Change<V>>(),
-            );
-            return KTable::new(state, node, None, None, None);
+            return failed_table::<Windowed<K>, Change<V>, _, _>(state, "SUPPRESS", self.node);
         };
         let buffer = add_store(
             state,
@@ -407,14 +397,7 @@ impl<K: Clone + 'static, V: Clone + 'static> KTable<Windowed<K>, V> {
             "suppression buffer",
         );
         let Some((buffer, _, _)) = buffer else {
-            let node = add_store_node(
-                state,
-                "SUPPRESS",
-                &[self.node],
-                &[],
-                failed_factory::<Windowed<K>, Change<V>>(),
-            );
-            return KTable::new(state, node, None, None, None);
+            return failed_table::<Windowed<K>, Change<V>, _, _>(state, "SUPPRESS", self.node);
         };
         let (node_key_serde, node_value_serde, buffer_name) =
             (key_serde.clone(), value_serde.clone(), buffer.clone());

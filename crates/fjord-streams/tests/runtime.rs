@@ -36,8 +36,8 @@ async fn produce(broker: &Broker, topic: &str, records: &[(String, String)]) {
     producer.close().await.unwrap();
 }
 
-/// Reads `topic` from the beginning until `n` records arrived.
-async fn read_n(broker: &Broker, topic: &str, n: usize) -> Vec<ConsumerRecord> {
+/// A consumer outside any group, assigned every partition of `topic` from the beginning.
+fn from_beginning(broker: &Broker, topic: &str) -> Consumer {
     let consumer = Consumer::new(
         broker,
         ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
@@ -47,6 +47,12 @@ async fn read_n(broker: &Broker, topic: &str, n: usize) -> Vec<ConsumerRecord> {
     consumer
         .assign(&(0..partitions).map(|p| TopicPartition::new(topic, p)).collect::<Vec<_>>())
         .unwrap();
+    consumer
+}
+
+/// Reads `topic` from the beginning until `n` records arrived.
+async fn read_n(broker: &Broker, topic: &str, n: usize) -> Vec<ConsumerRecord> {
+    let consumer = from_beginning(broker, topic);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
     while out.len() < n {
@@ -303,15 +309,7 @@ async fn a_missing_source_topic_is_reported_at_start() {
 /// Reads `topic` from the beginning until the latest value of every key in `expected` is
 /// what it expects (table updates: earlier values of a key come and go).
 async fn await_latest(broker: &Broker, topic: &str, expected: &BTreeMap<String, i64>) {
-    let consumer = Consumer::new(
-        broker,
-        ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
-    )
-    .unwrap();
-    let partitions = broker.logs().topic(topic).unwrap().partition_count();
-    consumer
-        .assign(&(0..partitions).map(|p| TopicPartition::new(topic, p)).collect::<Vec<_>>())
-        .unwrap();
+    let consumer = from_beginning(broker, topic);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut latest: BTreeMap<String, i64> = BTreeMap::new();
     while &latest != expected {
