@@ -1,8 +1,8 @@
-//! The quickstart job while the stream DSL is being built: writes a stream of keyed order
+//! The embedded log on its own: writes a stream of keyed order
 //! events into a three-partition topic of the embedded log, reads every partition back, and
 //! shows where the keys landed and what is on disk.
 //!
-//! Run it with `make demo` (or `cargo run --example log_demo -- [data dir] [records]`).
+//! Run it with `cargo run --example log_demo -- [data dir] [records]`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

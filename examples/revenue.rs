@@ -216,7 +216,7 @@ async fn run(dir: &Path, minutes: i64) -> Result<(), BoxError> {
     streams.close().await?;
     broker.shutdown().await?;
 
-    println!("{:<6} {:>14} {:>10}", "customer", "minute", "revenue");
+    println!("{:<8} {:>12} {:>10}", "customer", "minute", "revenue");
     for ((who, start), cents) in &got {
         println!("{who:<8} {:>12} {:>7}.{:02}", start / 60_000, cents / 100, cents % 100);
     }
