@@ -37,7 +37,10 @@ pub use processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};
 pub use record::{Header, Headers, Record};
 pub use runtime::{ProcessingGuarantee, Streams, StreamsConfig, StreamsState};
 pub use serdes::{Serde, SerdeError, SerdeRef, Serdes};
-pub use state::{CachedStore, Change, KeyValueStore, ReadOnlyKeyValueStore, StoreKind, StoreSpec};
+pub use state::{
+    CachedStore, Change, KeyValueStore, ReadOnlyKeyValueStore, ReadOnlyWindowStore, StoreKind,
+    StoreSpec,
+};
 pub use table::{Grouped, KGroupedStream, KGroupedTable, KTable, Materialized};
 pub use topology::{Subtopology, Topology};
 pub use window::{TimeWindowedKStream, TimeWindows, Window, Windowed};

@@ -380,6 +380,33 @@ impl Streams {
         ))
     }
 
+    /// Read-only access to the window store of a windowed aggregation of this instance, for
+    /// interactive queries (`fetch` by key and time range), as of each task's last commit.
+    pub fn window_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: crate::serdes::SerdeRef<K>,
+        value_serde: crate::serdes::SerdeRef<V>,
+    ) -> Result<crate::state::ReadOnlyWindowStore<K, V>, StreamsError> {
+        let spec =
+            self.shared.topology.stores().iter().find(|s| s.name == name).ok_or_else(|| {
+                StreamsError::Topology(format!("no state store named `{name}` in the topology"))
+            })?;
+        let crate::state::StoreKind::Window { retention_ms } = spec.kind else {
+            return Err(StreamsError::Topology(format!(
+                "state store `{name}` is a {:?} store, not a window store",
+                spec.kind
+            )));
+        };
+        Ok(crate::state::ReadOnlyWindowStore::new(
+            name,
+            retention_ms,
+            self.shared.stores.clone(),
+            key_serde,
+            value_serde,
+        ))
+    }
+
     /// Commits done so far, over all threads.
     pub fn commits(&self) -> u64 {
         self.shared.committed.load(Ordering::Relaxed)

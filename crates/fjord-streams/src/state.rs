@@ -536,6 +536,66 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
     }
 }
 
+/// A window store of a running application (a windowed aggregation's), read from outside its
+/// stream threads (interactive queries), as of each task's last commit.
+pub struct ReadOnlyWindowStore<K, V> {
+    name: String,
+    retention_ms: i64,
+    engines: Arc<StoreEngines>,
+    key_serde: SerdeRef<K>,
+    value_serde: SerdeRef<V>,
+}
+
+impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
+    pub(crate) fn new(
+        name: &str,
+        retention_ms: i64,
+        engines: Arc<StoreEngines>,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> Self {
+        ReadOnlyWindowStore {
+            name: name.to_string(),
+            retention_ms,
+            engines,
+            key_serde,
+            value_serde,
+        }
+    }
+
+    fn error(&self, message: impl std::fmt::Display) -> StreamsError {
+        StreamsError::State { store: self.name.clone(), message: message.to_string() }
+    }
+
+    /// The windows of `key` that start in `[time_from, time_to]`, as `(window start, value)`
+    /// in start order (Kafka's `WindowStore.fetch`), if a task here holds the key.
+    pub fn fetch(
+        &self,
+        key: &K,
+        time_from: i64,
+        time_to: i64,
+    ) -> Result<Vec<(i64, V)>, StreamsError> {
+        let mut bytes = Vec::new();
+        self.key_serde.serialize(key, &mut bytes).map_err(|e| self.error(e))?;
+        for (_, engine) in self.engines.engines(&self.name) {
+            let layout = crate::window::window_layout(engine, self.retention_ms);
+            let rows = layout.fetch(&bytes, time_from, time_to).map_err(|e| self.error(e))?;
+            if !rows.is_empty() {
+                return rows
+                    .into_iter()
+                    .map(|(start, v)| {
+                        self.value_serde
+                            .deserialize(&v)
+                            .map(|v| (start, v))
+                            .map_err(|e| self.error(e))
+                    })
+                    .collect();
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
 /// The engines of the stores of one process: opened per task, and kept readable for
 /// interactive queries while the task runs here. Persistent stores are RocksDB databases in
 /// `<state.dir>/<task>/<store>`, all sharing one memory budget ([`fjord_state::RocksDbEnv`]).

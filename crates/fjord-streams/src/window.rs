@@ -212,12 +212,7 @@ impl<K: Clone + 'static, V: Clone + 'static> TimeWindowedKStream<K, V> {
         let factory: NodeFactory<K, V> = Box::new(move |inst: &mut Instantiator<'_>, id| {
             let children = inst.children::<Windowed<K>, Change<A>>(id)?;
             let cached = inst.store(&store_name)?;
-            let engine = cached.borrow().engine().clone();
-            let layout = WindowStore::new(
-                engine,
-                retention_ms,
-                fjord_state::window::default_segment_interval(retention_ms),
-            );
+            let layout = window_layout(cached.borrow().engine().clone(), retention_ms);
             let aggregator = aggregator.clone();
             Ok(wrap(WindowAggregateNode {
                 name: inst.name(id)?,
@@ -243,6 +238,19 @@ impl<K: Clone + 'static, V: Clone + 'static> TimeWindowedKStream<K, V> {
         table.grace_ms = Some(windows.grace_ms);
         table
     }
+}
+
+/// The window layout of a windowed aggregation's store (the same for the operator and for
+/// interactive queries: the segment interval is part of the key).
+pub(crate) fn window_layout(
+    engine: Arc<dyn fjord_state::KeyValueBytesStore>,
+    retention_ms: i64,
+) -> WindowStore {
+    WindowStore::new(
+        engine,
+        retention_ms,
+        fjord_state::window::default_segment_interval(retention_ms),
+    )
 }
 
 /// Aggregates records per key and window into a window store.

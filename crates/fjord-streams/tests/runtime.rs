@@ -472,3 +472,56 @@ async fn rocksdb_memory_stays_within_the_budget_under_a_large_key_space() {
     streams.close().await.unwrap();
     assert!(peak > 0, "the stores used the shared cache");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_counts_are_queryable_by_key_and_time_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    admin.create_topic(NewTopic::new("clicks", 2)).await.unwrap();
+    admin.create_topic(NewTopic::new("clicks-per-second", 2)).await.unwrap();
+    // Two one-second windows for each of two users: 3 clicks at 1.x s, 2 at 5.x s.
+    let producer = Producer::new(&broker, ProducerConfig::default()).unwrap();
+    for user in ["ann", "bob"] {
+        for ts in [1_000, 1_200, 1_900, 5_000, 5_500] {
+            let record = ProducerRecord::new("clicks", b"x").key(user.as_bytes()).timestamp(ts);
+            producer.send(record).await.unwrap();
+        }
+    }
+    producer.close().await.unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .stream("clicks", Consumed::with(Serdes::string(), Serdes::string()))
+        .group_by_key()
+        .windowed_by(fjord_streams::TimeWindows::of_size_and_grace(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ))
+        .count(Materialized::named("per-second"))
+        .to_stream()
+        .to_with(
+            "clicks-per-second",
+            Produced::with(
+                Serdes::windowed(Serdes::string(), 1_000),
+                Serdes::option(Serdes::i64()),
+            ),
+        );
+    let mut streams = Streams::new(
+        builder.build().unwrap(),
+        Arc::new(EmbeddedBackend::new(&broker)),
+        config("windows", dir.path()),
+    )
+    .unwrap();
+    streams.start().await.unwrap();
+    let store = streams.window_store("per-second", Serdes::string(), Serdes::i64()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The store shows the last commit: wait for the one that holds all of Bob's clicks.
+    while store.fetch(&"bob".to_string(), 0, i64::MAX).unwrap() != vec![(1_000, 3), (5_000, 2)] {
+        assert!(Instant::now() < deadline, "{:?}", store.fetch(&"bob".to_string(), 0, i64::MAX));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.fetch(&"ann".to_string(), 2_000, 6_000).unwrap(), vec![(5_000, 2)]);
+    assert_eq!(store.fetch(&"carl".to_string(), 0, i64::MAX).unwrap(), vec![]);
+    assert!(streams.key_value_store("per-second", Serdes::string(), Serdes::i64()).is_err());
+    streams.close().await.unwrap();
+}
