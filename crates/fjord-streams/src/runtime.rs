@@ -353,6 +353,12 @@ impl Streams {
         self.shared.stores.rocksdb_usage()
     }
 
+    fn store_spec(&self, name: &str) -> Result<&crate::state::StoreSpec, StreamsError> {
+        self.shared.topology.stores().iter().find(|s| s.name == name).map(|s| &**s).ok_or_else(
+            || StreamsError::Topology(format!("no state store named `{name}` in the topology")),
+        )
+    }
+
     /// Read-only access to a key-value store of this instance, for interactive queries: reads
     /// go to the stores of the tasks running here and see the state as of their last commit.
     /// A key of a task that runs on another instance is not found here.
@@ -362,10 +368,7 @@ impl Streams {
         key_serde: crate::serdes::SerdeRef<K>,
         value_serde: crate::serdes::SerdeRef<V>,
     ) -> Result<crate::state::ReadOnlyKeyValueStore<K, V>, StreamsError> {
-        let spec =
-            self.shared.topology.stores().iter().find(|s| s.name == name).ok_or_else(|| {
-                StreamsError::Topology(format!("no state store named `{name}` in the topology"))
-            })?;
+        let spec = self.store_spec(name)?;
         if spec.kind != crate::state::StoreKind::KeyValue {
             return Err(StreamsError::Topology(format!(
                 "state store `{name}` is a {:?} store, not a key-value store",
@@ -388,10 +391,7 @@ impl Streams {
         key_serde: crate::serdes::SerdeRef<K>,
         value_serde: crate::serdes::SerdeRef<V>,
     ) -> Result<crate::state::ReadOnlyWindowStore<K, V>, StreamsError> {
-        let spec =
-            self.shared.topology.stores().iter().find(|s| s.name == name).ok_or_else(|| {
-                StreamsError::Topology(format!("no state store named `{name}` in the topology"))
-            })?;
+        let spec = self.store_spec(name)?;
         let crate::state::StoreKind::Window { retention_ms } = spec.kind else {
             return Err(StreamsError::Topology(format!(
                 "state store `{name}` is a {:?} store, not a window store",
