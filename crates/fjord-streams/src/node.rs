@@ -157,11 +157,15 @@ impl TaskContext {
         }
     }
 
+    /// `topic-partition@offset` of the record being processed, for logs and errors.
+    fn source_description(&self) -> Option<String> {
+        self.current.as_ref().map(|c| format!("{}-{}@{}", c.topic, c.partition, c.offset))
+    }
+
     /// Drops a record an operator cannot take (a null key for an aggregation, a record too
     /// late for its window), counted and logged as Kafka's dropped-records sensor does.
     pub(crate) fn skip_record(&mut self, node: &str, reason: &'static str) {
-        let source =
-            self.current.as_ref().map(|c| format!("{}-{}@{}", c.topic, c.partition, c.offset));
+        let source = self.source_description();
         tracing::debug!(task = %self.task_id, node, source = ?source, reason, "record dropped");
         self.dropped_records += 1;
         metrics::counter!("fjord_streams_dropped_records_total", "reason" => reason).increment(1);
@@ -180,8 +184,7 @@ impl TaskContext {
         let action =
             if deserialization { &self.errors.deserialization } else { &self.errors.processing };
         let what = if deserialization { "deserialization" } else { "processing" };
-        let source =
-            self.current.as_ref().map(|c| format!("{}-{}@{}", c.topic, c.partition, c.offset));
+        let source = self.source_description();
         match action.clone() {
             ErrorAction::Fail => self.fail(StreamsError::Record {
                 task: self.task_id,

@@ -175,8 +175,9 @@ impl CachedStore {
         self.changelog.as_ref()
     }
 
-    fn engine_error(&self, e: fjord_state::StoreError) -> StreamsError {
-        StreamsError::State { store: self.spec.name.clone(), message: e.to_string() }
+    /// An error of this store (its engine, or bytes it holds that do not decode).
+    pub(crate) fn error(&self, message: impl std::fmt::Display) -> StreamsError {
+        StreamsError::State { store: self.spec.name.clone(), message: message.to_string() }
     }
 
     /// The value of a key: cache, then engine (which then is cached).
@@ -185,7 +186,7 @@ impl CachedStore {
             self.hits += 1;
         } else {
             self.misses += 1;
-            let value = self.engine.get(key).map_err(|e| self.engine_error(e))?;
+            let value = self.engine.get(key).map_err(|e| self.error(e))?;
             self.cache_bytes += ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len);
             self.cache.insert(
                 key.to_vec(),
@@ -263,8 +264,8 @@ impl CachedStore {
         to: Bound<&[u8]>,
     ) -> Result<Vec<KeyValueBytes>, StreamsError> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for pair in self.engine.range(from, to).map_err(|e| self.engine_error(e))? {
-            let (k, v) = pair.map_err(|e| self.engine_error(e))?;
+        for pair in self.engine.range(from, to).map_err(|e| self.error(e))? {
+            let (k, v) = pair.map_err(|e| self.error(e))?;
             merged.insert(k, Some(v));
         }
         for (k, e) in self.cache.range::<[u8], _>((from, to)) {
@@ -344,7 +345,7 @@ impl CachedStore {
         if self.staged.is_empty() {
             return Ok(());
         }
-        self.engine.write(&self.staged, changelog_offset).map_err(|e| self.engine_error(e))?;
+        self.engine.write(&self.staged, changelog_offset).map_err(|e| self.error(e))?;
         for op in &self.staged.ops {
             let key = match op {
                 WriteOp::Put(key, _) | WriteOp::Delete(key) => key,
@@ -389,7 +390,7 @@ impl<K: 'static, V: 'static> KeyValueStore<K, V> {
     }
 
     fn serde_error(&self, e: crate::serdes::SerdeError) -> StreamsError {
-        StreamsError::State { store: self.store.borrow().spec.name.clone(), message: e.to_string() }
+        self.store.borrow().error(e)
     }
 
     fn encode_key(&mut self, key: &K) -> Result<(), StreamsError> {
@@ -403,28 +404,52 @@ impl<K: 'static, V: 'static> KeyValueStore<K, V> {
     /// The value of a key.
     pub fn get(&mut self, key: &K) -> Result<Option<V>, StreamsError> {
         self.encode_key(key)?;
+        self.get_encoded()
+    }
+
+    /// The value of the key in `key_buf`.
+    fn get_encoded(&mut self) -> Result<Option<V>, StreamsError> {
         let mut store = self.store.borrow_mut();
         match store.get(&self.key_buf)? {
-            Some(bytes) => self.value_serde.deserialize(bytes).map(Some).map_err(|e| {
-                StreamsError::State { store: store.spec.name.clone(), message: e.to_string() }
-            }),
+            Some(bytes) => {
+                self.value_serde.deserialize(bytes).map(Some).map_err(|e| store.error(e))
+            }
             None => Ok(None),
         }
+    }
+
+    /// Writes (`Some`) or deletes (`None`) the key in `key_buf`.
+    fn put_encoded(&mut self, value: Option<&V>, timestamp: i64) -> Result<(), StreamsError> {
+        let serde = &self.value_serde;
+        self.store.borrow_mut().put_with(&self.key_buf, timestamp, |buf| match value {
+            Some(value) => serde.serialize(value, buf).map(|()| !serde.is_null(value)),
+            None => Ok(false),
+        })
     }
 
     /// Writes a value.
     pub fn put(&mut self, key: &K, value: &V, timestamp: i64) -> Result<(), StreamsError> {
         self.encode_key(key)?;
-        let serde = &self.value_serde;
-        self.store.borrow_mut().put_with(&self.key_buf, timestamp, |buf| {
-            serde.serialize(value, buf).map(|()| !serde.is_null(value))
-        })
+        self.put_encoded(Some(value), timestamp)
     }
 
     /// Deletes a key.
     pub fn delete(&mut self, key: &K, timestamp: i64) -> Result<(), StreamsError> {
         self.encode_key(key)?;
-        self.store.borrow_mut().delete(&self.key_buf, timestamp)
+        self.put_encoded(None, timestamp)
+    }
+
+    /// Replaces a key's value with `f(old value)` (`None` deletes), serializing the key once:
+    /// the read-modify-write of every aggregation.
+    pub fn update(
+        &mut self,
+        key: &K,
+        timestamp: i64,
+        f: impl FnOnce(Option<V>) -> Option<V>,
+    ) -> Result<(), StreamsError> {
+        self.encode_key(key)?;
+        let new = f(self.get_encoded()?);
+        self.put_encoded(new.as_ref(), timestamp)
     }
 
     /// Whether the cache must flush now (over its budget, or caching is off).
@@ -472,17 +497,40 @@ impl<K: 'static, V: 'static> KeyValueStore<K, V> {
     }
 }
 
-/// A key-value store of a running application, read from outside its stream threads
-/// (interactive queries). Each read sees the tasks running on this instance at that moment,
-/// as of their last commit.
-pub struct ReadOnlyKeyValueStore<K, V> {
+/// What the read-only store views share: the store's name, the engines of this instance
+/// (looked up at each read and never held after it, so that a task closing here closes its
+/// stores) and the serdes.
+struct StoreView<K, V> {
     name: String,
-    /// Looked up at each read and never held after it, so that a task closing here closes its
-    /// stores.
     engines: Arc<StoreEngines>,
     key_serde: SerdeRef<K>,
     value_serde: SerdeRef<V>,
 }
+
+impl<K: 'static, V: 'static> StoreView<K, V> {
+    fn error(&self, message: impl std::fmt::Display) -> StreamsError {
+        StreamsError::State { store: self.name.clone(), message: message.to_string() }
+    }
+
+    fn key_bytes(&self, key: &K) -> Result<Vec<u8>, StreamsError> {
+        let mut bytes = Vec::new();
+        self.key_serde.serialize(key, &mut bytes).map_err(|e| self.error(e))?;
+        Ok(bytes)
+    }
+
+    fn value(&self, bytes: &[u8]) -> Result<V, StreamsError> {
+        self.value_serde.deserialize(bytes).map_err(|e| self.error(e))
+    }
+
+    fn engines(&self) -> Vec<(crate::TaskId, Arc<dyn KeyValueBytesStore>)> {
+        self.engines.engines(&self.name)
+    }
+}
+
+/// A key-value store of a running application, read from outside its stream threads
+/// (interactive queries). Each read sees the tasks running on this instance at that moment,
+/// as of their last commit.
+pub struct ReadOnlyKeyValueStore<K, V>(StoreView<K, V>);
 
 impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
     pub(crate) fn new(
@@ -491,25 +539,20 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> Self {
-        ReadOnlyKeyValueStore { name: name.to_string(), engines, key_serde, value_serde }
-    }
-
-    fn error(&self, message: impl std::fmt::Display) -> StreamsError {
-        StreamsError::State { store: self.name.clone(), message: message.to_string() }
+        ReadOnlyKeyValueStore(StoreView { name: name.to_string(), engines, key_serde, value_serde })
     }
 
     /// The tasks of this instance whose stores it reads now.
     pub fn tasks(&self) -> Vec<crate::TaskId> {
-        self.engines.engines(&self.name).into_iter().map(|(t, _)| t).collect()
+        self.0.engines().into_iter().map(|(t, _)| t).collect()
     }
 
     /// The value of a key, if a task here holds it.
     pub fn get(&self, key: &K) -> Result<Option<V>, StreamsError> {
-        let mut bytes = Vec::new();
-        self.key_serde.serialize(key, &mut bytes).map_err(|e| self.error(e))?;
-        for (_, engine) in self.engines.engines(&self.name) {
-            if let Some(v) = engine.get(&bytes).map_err(|e| self.error(e))? {
-                return self.value_serde.deserialize(&v).map(Some).map_err(|e| self.error(e));
+        let bytes = self.0.key_bytes(key)?;
+        for (_, engine) in self.0.engines() {
+            if let Some(v) = engine.get(&bytes).map_err(|e| self.0.error(e))? {
+                return self.0.value(&v).map(Some);
             }
         }
         Ok(None)
@@ -518,19 +561,18 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
     /// Every pair held here, in the order of the serialized keys.
     pub fn all(&self) -> Result<Vec<(K, V)>, StreamsError> {
         let mut rows = BTreeMap::new();
-        for (_, engine) in self.engines.engines(&self.name) {
+        for (_, engine) in self.0.engines() {
             for pair in
-                engine.range(Bound::Unbounded, Bound::Unbounded).map_err(|e| self.error(e))?
+                engine.range(Bound::Unbounded, Bound::Unbounded).map_err(|e| self.0.error(e))?
             {
-                let (k, v) = pair.map_err(|e| self.error(e))?;
+                let (k, v) = pair.map_err(|e| self.0.error(e))?;
                 rows.insert(k, v);
             }
         }
         rows.into_iter()
             .map(|(k, v)| {
-                let k = self.key_serde.deserialize(&k).map_err(|e| self.error(e))?;
-                let v = self.value_serde.deserialize(&v).map_err(|e| self.error(e))?;
-                Ok((k, v))
+                let k = self.0.key_serde.deserialize(&k).map_err(|e| self.0.error(e))?;
+                Ok((k, self.0.value(&v)?))
             })
             .collect()
     }
@@ -539,11 +581,8 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
 /// A window store of a running application (a windowed aggregation's), read from outside its
 /// stream threads (interactive queries), as of each task's last commit.
 pub struct ReadOnlyWindowStore<K, V> {
-    name: String,
+    view: StoreView<K, V>,
     retention_ms: i64,
-    engines: Arc<StoreEngines>,
-    key_serde: SerdeRef<K>,
-    value_serde: SerdeRef<V>,
 }
 
 impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
@@ -554,17 +593,8 @@ impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> Self {
-        ReadOnlyWindowStore {
-            name: name.to_string(),
-            retention_ms,
-            engines,
-            key_serde,
-            value_serde,
-        }
-    }
-
-    fn error(&self, message: impl std::fmt::Display) -> StreamsError {
-        StreamsError::State { store: self.name.clone(), message: message.to_string() }
+        let view = StoreView { name: name.to_string(), engines, key_serde, value_serde };
+        ReadOnlyWindowStore { view, retention_ms }
     }
 
     /// The windows of `key` that start in `[time_from, time_to]`, as `(window start, value)`
@@ -575,20 +605,14 @@ impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
         time_from: i64,
         time_to: i64,
     ) -> Result<Vec<(i64, V)>, StreamsError> {
-        let mut bytes = Vec::new();
-        self.key_serde.serialize(key, &mut bytes).map_err(|e| self.error(e))?;
-        for (_, engine) in self.engines.engines(&self.name) {
+        let bytes = self.view.key_bytes(key)?;
+        for (_, engine) in self.view.engines() {
             let layout = crate::window::window_layout(engine, self.retention_ms);
-            let rows = layout.fetch(&bytes, time_from, time_to).map_err(|e| self.error(e))?;
+            let rows = layout.fetch(&bytes, time_from, time_to).map_err(|e| self.view.error(e))?;
             if !rows.is_empty() {
                 return rows
                     .into_iter()
-                    .map(|(start, v)| {
-                        self.value_serde
-                            .deserialize(&v)
-                            .map(|v| (start, v))
-                            .map_err(|e| self.error(e))
-                    })
+                    .map(|(start, v)| Ok((start, self.view.value(&v)?)))
                     .collect();
             }
         }

@@ -231,14 +231,10 @@ where
         if self.store.key_serde.is_null(&record.key) {
             return ctx.skip_record(&self.name, "null-key");
         }
-        let old = match self.store.get(&record.key) {
-            Ok(old) => old,
-            Err(e) => return ctx.fail(e),
-        };
-        let written = match (self.aggregator)(&record.key, record.value, old) {
-            Some(new) => self.store.put(&record.key, &new, record.timestamp),
-            None => self.store.delete(&record.key, record.timestamp),
-        };
+        let aggregator = &self.aggregator;
+        let written = self.store.update(&record.key, record.timestamp, |old| {
+            aggregator(&record.key, record.value, old)
+        });
         if let Err(e) = written {
             return ctx.fail(e);
         }
@@ -810,7 +806,7 @@ impl<K: Clone + 'static, V: Clone + 'static> KGroupedTable<K, V> {
             || 0,
             |_, _, n| n + 1,
             |_, _, n| n - 1,
-            materialized_with(materialized, Serdes::i64()),
+            materialized_with(materialized, Some(Serdes::i64())),
         )
     }
 
@@ -822,12 +818,7 @@ impl<K: Clone + 'static, V: Clone + 'static> KGroupedTable<K, V> {
         subtractor: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized<K, V>,
     ) -> KTable<K, V> {
-        let materialized = match &self.value_serde {
-            Some(s) if materialized.value_serde.is_none() => {
-                materialized.with_value_serde(s.clone())
-            }
-            _ => materialized,
-        };
+        let materialized = materialized_with(materialized, self.value_serde.clone());
         aggregate_into_table(
             &self.stream.state,
             self.stream.node,
@@ -870,6 +861,13 @@ impl<K: Clone + 'static, V: Clone + 'static> KGroupedTable<K, V> {
     }
 }
 
-fn materialized_with<K, V>(m: Materialized<K, V>, serde: SerdeRef<V>) -> Materialized<K, V> {
-    if m.value_serde.is_some() { m } else { m.with_value_serde(serde) }
+/// `m`, with `serde` as its value serde unless it has one.
+pub(crate) fn materialized_with<K, V>(
+    m: Materialized<K, V>,
+    serde: Option<SerdeRef<V>>,
+) -> Materialized<K, V> {
+    match serde {
+        Some(serde) if m.value_serde.is_none() => m.with_value_serde(serde),
+        _ => m,
+    }
 }

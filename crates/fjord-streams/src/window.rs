@@ -25,7 +25,10 @@ use crate::node::{Children, Instantiator, Lifecycle, Node, NodeFactory, TaskCont
 use crate::record::{Headers, Record};
 use crate::serdes::{Serde, SerdeError, SerdeRef, Serdes};
 use crate::state::{Change, StoreKind, StoreRef};
-use crate::table::{KGroupedStream, KTable, Materialized, add_store, add_store_node, failed_table};
+use crate::table::{
+    KGroupedStream, KTable, Materialized, add_store, add_store_node, failed_table,
+    materialized_with,
+};
 
 /// A time window: `[start, end)` in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,12 +151,7 @@ impl<K: Clone + 'static, V: Clone + 'static> KGroupedStream<K, V> {
 impl<K: Clone + 'static, V: Clone + 'static> TimeWindowedKStream<K, V> {
     /// Counts the records per key and window.
     pub fn count(&self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
-        let materialized = if materialized.value_serde.is_some() {
-            materialized
-        } else {
-            materialized.with_value_serde(Serdes::i64())
-        };
-        self.aggregate(|| 0, |_, _, n| n + 1, materialized)
+        self.aggregate(|| 0, |_, _, n| n + 1, materialized_with(materialized, Some(Serdes::i64())))
     }
 
     /// Combines the values per key and window.
@@ -162,12 +160,7 @@ impl<K: Clone + 'static, V: Clone + 'static> TimeWindowedKStream<K, V> {
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized<K, V>,
     ) -> KTable<Windowed<K>, V> {
-        let materialized = match &self.grouped.stream.value_serde {
-            Some(s) if materialized.value_serde.is_none() => {
-                materialized.with_value_serde(s.clone())
-            }
-            _ => materialized,
-        };
+        let materialized = materialized_with(materialized, self.grouped.stream.value_serde.clone());
         self.add(materialized, move |_: &K, value: V, old: Option<V>| match old {
             Some(old) => reducer(old, value),
             None => value,
@@ -273,10 +266,7 @@ where
     A: Clone + 'static,
 {
     fn state_error(&self, message: impl std::fmt::Display) -> StreamsError {
-        StreamsError::State {
-            store: self.store.borrow().spec().name.clone(),
-            message: message.to_string(),
-        }
+        self.store.borrow().error(message)
     }
 
     /// Forwards what the cache flushed, then drops expired segments.
@@ -306,9 +296,7 @@ where
         }
         if ctx.stream_time >= 0 {
             let mut store = self.store.borrow_mut();
-            self.layout.expire(store.staged_mut(), ctx.stream_time).map_err(|e| {
-                StreamsError::State { store: store.spec().name.clone(), message: e.to_string() }
-            })?;
+            self.layout.expire(store.staged_mut(), ctx.stream_time).map_err(|e| store.error(e))?;
         }
         Ok(())
     }
@@ -444,10 +432,7 @@ struct SuppressNode<K, V> {
 
 impl<K: Clone + 'static, V: Clone + 'static> SuppressNode<K, V> {
     fn state_error(&self, message: impl std::fmt::Display) -> StreamsError {
-        StreamsError::State {
-            store: self.buffer.borrow().spec().name.clone(),
-            message: message.to_string(),
-        }
+        self.buffer.borrow().error(message)
     }
 
     /// Rebuilds the close-order index from what the store holds (restored state included).
