@@ -3,10 +3,16 @@
 //! 1,000,000 with JSON); count per key over 10,000 keys in a cached RocksDB store (target
 //! 2,000,000 records/s); a tumbling-window count; a stream-table join.
 //!
+//! The same count per key under exactly-once with a 100 ms commit interval (targets: 85% of
+//! the at-least-once rate, and 1,500,000 records/s), and its end-to-end latency at a steady
+//! 100,000 records/s: from the input record's timestamp (set when it is produced) to when a
+//! `read_committed` consumer sees the count it caused.
+//!
 //! The input is written first; the clock runs from `start()` until every input record was
 //! processed and `close()` returned (it commits: caches flushed, outputs in the log).
 //!
-//! `cargo bench --bench streams [-- <records, default 5000000>]`
+//! `cargo bench --bench streams [-- <records, default 5000000>] [workload names...]`, names
+//! from the table (`binary json count count-eos window join latency-eos`); all when none.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -15,11 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fjord::broker::{
-    Admin, Broker, BrokerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
+    Admin, Broker, BrokerConfig, Consumer, ConsumerConfig, IsolationLevel, NewTopic, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use fjord::streams::{
-    Consumed, EmbeddedBackend, Materialized, Produced, SerdeRef, Serdes, Streams, StreamsBuilder,
-    StreamsConfig, TimeWindows,
+    Consumed, EmbeddedBackend, Materialized, ProcessingGuarantee, Produced, SerdeRef, Serdes,
+    Streams, StreamsBuilder, StreamsConfig, TimeWindows,
 };
 
 /// A value of about 100 bytes in either encoding.
@@ -53,8 +60,25 @@ enum Workload {
     Join,
 }
 
+/// A row of the table: name, serde, workload, guarantee, description, target.
+type Row =
+    (&'static str, SerdeRef<Event>, Workload, ProcessingGuarantee, &'static str, &'static str);
+
 /// Distinct keys of the stateful workloads.
 const KEYS: u64 = 10_000;
+
+fn streams_config(
+    state_dir: &std::path::Path,
+    name: &str,
+    guarantee: ProcessingGuarantee,
+) -> StreamsConfig {
+    StreamsConfig {
+        max_poll_records: 10_000,
+        state_dir: state_dir.join(name),
+        processing_guarantee: guarantee,
+        ..StreamsConfig::new(name)
+    }
+}
 
 async fn run(
     broker: &Broker,
@@ -62,6 +86,7 @@ async fn run(
     name: &str,
     serde: SerdeRef<Event>,
     workload: Workload,
+    guarantee: ProcessingGuarantee,
     records: u64,
 ) -> f64 {
     let admin = Admin::new(broker);
@@ -130,11 +155,7 @@ async fn run(
     let mut streams = Streams::new(
         builder.build().unwrap(),
         Arc::new(EmbeddedBackend::new(broker)),
-        StreamsConfig {
-            max_poll_records: 10_000,
-            state_dir: state_dir.join(name),
-            ..StreamsConfig::new(name)
-        },
+        streams_config(state_dir, name, guarantee),
     )
     .unwrap();
     let expected = records + if workload == Workload::Join { KEYS } else { 0 };
@@ -148,9 +169,112 @@ async fn run(
     records as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Count per key under exactly-once at a steady `rate` for `seconds`: the latency from each
+/// input record's timestamp to when its count is visible to a `read_committed` consumer, as
+/// `(p50, p99)` in milliseconds.
+async fn latency(
+    broker: &Broker,
+    state_dir: &std::path::Path,
+    rate: u64,
+    seconds: u64,
+) -> (f64, f64) {
+    let name = "latency-eos";
+    let (input, output) = (format!("{name}-in"), format!("{name}-out"));
+    let admin = Admin::new(broker);
+    for t in [&input, &output] {
+        admin.create_topic(NewTopic::new(t.as_str(), 1)).await.unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&input, Consumed::with(Serdes::u64(), Serdes::binary::<Event>()))
+        .group_by_key()
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to(&output);
+    let mut streams = Streams::new(
+        builder.build().unwrap(),
+        Arc::new(EmbeddedBackend::new(broker)),
+        streams_config(state_dir, name, ProcessingGuarantee::ExactlyOnce),
+    )
+    .unwrap();
+    streams.start().await.unwrap();
+    let consumer = Consumer::new(
+        broker,
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..ConsumerConfig::default()
+        },
+    )
+    .unwrap();
+    consumer.assign(&[TopicPartition::new(output.as_str(), 0)]).unwrap();
+    let total = rate * seconds;
+    let producing = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let producer = Producer::new(&broker, ProducerConfig::default()).unwrap();
+            let serde = Serdes::binary::<Event>();
+            let mut buf = Vec::new();
+            let started = Instant::now();
+            // Sent in 1 ms slices of `rate / 1000` records.
+            let per_slice = (rate / 1000).max(1);
+            let mut sent = 0u64;
+            while sent < total {
+                let due = started + Duration::from_micros(sent * 1_000_000 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                for _ in 0..per_slice.min(total - sent) {
+                    buf.clear();
+                    serde.serialize(&event(sent), &mut buf).unwrap();
+                    let key = (sent % KEYS).to_be_bytes();
+                    let now = wall_clock_ms();
+                    producer
+                        .send(ProducerRecord::new(&input, &buf).key(&key).timestamp(now))
+                        .await
+                        .unwrap();
+                    sent += 1;
+                }
+            }
+            producer.close().await.unwrap();
+        })
+    };
+    // With caching, one count per key and commit comes out; each stands for the input records
+    // of its key since the last commit, the oldest of which waited longest: the latency of
+    // the update is measured from its own (the newest) record, a lower bound per record.
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds + 60);
+    // Until the last input was processed and one commit interval more has passed.
+    let mut done_at: Option<Instant> = None;
+    while done_at.is_none_or(|t| t.elapsed() < Duration::from_millis(300)) {
+        assert!(Instant::now() < deadline, "the latency run did not finish");
+        for r in consumer.poll(Duration::from_millis(50)).await.unwrap() {
+            latencies.push((wall_clock_ms() - r.timestamp) as f64);
+        }
+        if done_at.is_none() && streams.records_processed() >= total {
+            done_at = Some(Instant::now());
+        }
+    }
+    producing.await.unwrap();
+    streams.close().await.unwrap();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.99))
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
 fn main() {
     support::prefault_memory();
     let records: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000_000);
+    // Names of the workloads to run (cargo bench passes `--bench`; it is not a name).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a.parse::<u64>().is_err() && !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -158,11 +282,13 @@ fn main() {
         let broker = Broker::open(BrokerConfig::new(dir.path().join("log"))).await.unwrap();
         println!("| workload | input records/s | target |");
         println!("|---|---|---|");
-        let runs: [(&str, SerdeRef<Event>, Workload, &str, &str); 5] = [
+        let alos = ProcessingGuarantee::AtLeastOnce;
+        let runs: [Row; 6] = [
             (
                 "binary",
                 Serdes::binary::<Event>(),
                 Workload::Stateless,
+                alos,
                 "filter + map_values + to, compact binary serde",
                 "3,000,000",
             ),
@@ -170,6 +296,7 @@ fn main() {
                 "json",
                 Serdes::json::<Event>(),
                 Workload::Stateless,
+                alos,
                 "filter + map_values + to, JSON serde",
                 "1,000,000",
             ),
@@ -177,13 +304,23 @@ fn main() {
                 "count",
                 Serdes::binary::<Event>(),
                 Workload::CountPerKey,
+                alos,
                 "count per key, 10,000 keys, RocksDB + cache, binary serde",
                 "2,000,000",
+            ),
+            (
+                "count-eos",
+                Serdes::binary::<Event>(),
+                Workload::CountPerKey,
+                ProcessingGuarantee::ExactlyOnce,
+                "the same count, exactly-once, 100 ms commits",
+                "1,500,000 and 85% of at-least-once",
             ),
             (
                 "window",
                 Serdes::binary::<Event>(),
                 Workload::WindowedCount,
+                alos,
                 "1 s tumbling-window count, 10,000 keys, RocksDB + cache",
                 "-",
             ),
@@ -191,14 +328,24 @@ fn main() {
                 "join",
                 Serdes::binary::<Event>(),
                 Workload::Join,
+                alos,
                 "stream-table join, 10,000-row table, RocksDB + cache",
                 "-",
             ),
         ];
-        for (name, serde, workload, what, target) in runs {
-            let rate =
-                run(&broker, &dir.path().join("state"), name, serde, workload, records).await;
+        let state_dir = dir.path().join("state");
+        for (name, serde, workload, guarantee, what, target) in runs {
+            if !wanted(name) {
+                continue;
+            }
+            let rate = run(&broker, &state_dir, name, serde, workload, guarantee, records).await;
             println!("| {what}, {records} records | {rate:.0} | {target} |");
+        }
+        if wanted("latency-eos") {
+            let (p50, p99) = latency(&broker, &state_dir, 100_000, 10).await;
+            println!(
+                "| exactly-once count per key at 100,000 records/s for 10 s: produce to committed output | p50 {p50:.0} ms, p99 {p99:.0} ms | - |"
+            );
         }
         broker.shutdown().await.unwrap();
     });

@@ -16,3 +16,8 @@ pub use fjord_streams as streams;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/streams-state.md")]
 pub struct StreamsStateDoc;
+
+/// The code blocks of `docs/exactly-once.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/exactly-once.md")]
+pub struct ExactlyOnceDoc;

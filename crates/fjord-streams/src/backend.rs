@@ -43,6 +43,10 @@ pub struct ConsumerSpec {
     pub read_committed: bool,
     /// Most records one poll returns.
     pub max_poll_records: usize,
+    /// `session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// `max.poll.interval.ms`.
+    pub max_poll_interval: Duration,
 }
 
 /// How the runtime's producer is set up.
@@ -97,6 +101,9 @@ pub trait StreamConsumer: Send {
     /// Subscribes to topics as a group member (the range assignor, which gives partition `p`
     /// of co-partitioned topics to the same member).
     fn subscribe(&mut self, topics: &[String]) -> Result<(), StreamsError>;
+    /// Leaves the group and drops the assignment; a later `subscribe` and `poll` join again
+    /// and resume from the committed offsets.
+    async fn unsubscribe(&mut self) -> Result<(), StreamsError>;
     /// Fetches records (running the group protocol as needed).
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<RawRecord>, StreamsError>;
     /// The partitions assigned now.
@@ -211,8 +218,10 @@ impl Backend for EmbeddedBackend {
             },
             max_poll_records: spec.max_poll_records,
             assignors: vec![std::sync::Arc::new(fjord_broker::consumer::assignor::RangeAssignor)],
-            heartbeat_interval: Duration::from_millis(500),
-            session_timeout: Duration::from_secs(10),
+            // Kafka's rule of thumb: a third of the session timeout.
+            heartbeat_interval: (spec.session_timeout / 3).min(Duration::from_millis(500)),
+            session_timeout: spec.session_timeout,
+            max_poll_interval: spec.max_poll_interval,
             ..ConsumerConfig::default()
         };
         let consumer = fjord_broker::Consumer::new(&self.broker, config)?;
@@ -225,6 +234,9 @@ impl Backend for EmbeddedBackend {
             transactional_id: spec.transactional_id,
             batch_size: 256 * 1024,
             linger: Duration::from_millis(5),
+            // Kafka Streams' exactly-once default: a transaction left open by a crashed
+            // instance that does not come back is aborted after 10 s.
+            transaction_timeout: Duration::from_secs(10),
             ..ProducerConfig::default()
         };
         let producer = Producer::new(&self.broker, config)?;
@@ -315,6 +327,10 @@ impl StreamConsumer for EmbeddedConsumer {
     fn subscribe(&mut self, topics: &[String]) -> Result<(), StreamsError> {
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         Ok(self.consumer.subscribe(&topics)?)
+    }
+
+    async fn unsubscribe(&mut self) -> Result<(), StreamsError> {
+        Ok(self.consumer.unsubscribe().await?)
     }
 
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<RawRecord>, StreamsError> {

@@ -63,6 +63,13 @@ pub struct StreamsConfig {
     pub poll_timeout: Duration,
     /// `max.poll.records` of the stream threads' consumers.
     pub max_poll_records: usize,
+    /// `session.timeout.ms` of the stream threads' consumers (10 s): a thread that sends no
+    /// heartbeat for this long (a stalled processor blocks its thread's heartbeats) leaves the
+    /// group and its tasks move.
+    pub session_timeout: Duration,
+    /// `max.poll.interval.ms` (5 min): a thread that does not poll for this long leaves the
+    /// group.
+    pub max_poll_interval: Duration,
     /// `statestore.cache.max.bytes`: the record caches of all threads together (10 MiB).
     pub cache_max_bytes: usize,
     /// The memory of all RocksDB stores together: one shared block cache that memtables are
@@ -84,6 +91,8 @@ impl StreamsConfig {
             processing_errors: ErrorAction::Fail,
             poll_timeout: Duration::from_millis(100),
             max_poll_records: 1000,
+            session_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(300),
             cache_max_bytes: 10 * 1024 * 1024,
             rocksdb_memory: fjord_state::MemoryConfig::default(),
         }
@@ -126,6 +135,11 @@ struct Shared {
     /// Changelog records replayed into stores.
     restored: AtomicU64,
     committed: AtomicU64,
+    /// Commits that failed and were rolled back to the last committed state.
+    failed_commits: AtomicU64,
+    /// This instance's id, kept in the state directory across restarts: part of the
+    /// transactional ids, so that a restarted instance fences its predecessor's transactions.
+    process_id: String,
     /// Threads that have their assignment and are processing.
     running_threads: Mutex<BTreeSet<usize>>,
     /// The stores' engines: opened per task, and readable by interactive queries.
@@ -167,6 +181,7 @@ impl Streams {
         }
         let config_state_dir = config.state_dir.clone();
         let config_rocksdb_memory = config.rocksdb_memory;
+        let process_id = process_id(&config_state_dir)?;
         Ok(Streams {
             shared: Arc::new(Shared {
                 config,
@@ -178,6 +193,8 @@ impl Streams {
                 processed: AtomicU64::new(0),
                 restored: AtomicU64::new(0),
                 committed: AtomicU64::new(0),
+                failed_commits: AtomicU64::new(0),
+                process_id,
                 running_threads: Mutex::new(BTreeSet::new()),
                 stores: Arc::new(crate::state::StoreEngines::new(
                     &config_state_dir,
@@ -412,6 +429,12 @@ impl Streams {
         self.shared.committed.load(Ordering::Relaxed)
     }
 
+    /// Commits that failed (a lost generation, a fenced producer, a timeout) and were rolled
+    /// back: the transaction aborted, the tasks reopened from their last committed state.
+    pub fn failed_commits(&self) -> u64 {
+        self.shared.failed_commits.load(Ordering::Relaxed)
+    }
+
     /// Stops the threads: each commits what it processed, closes its tasks and leaves the
     /// group. Returns the error that stopped a thread, if one did.
     pub async fn close(mut self) -> Result<(), StreamsError> {
@@ -521,6 +544,12 @@ struct StreamThread {
     consumer: Box<dyn StreamConsumer>,
     restore_consumer: Box<dyn crate::backend::RestoreConsumer>,
     collector: Rc<RefCell<ProducerCollector>>,
+    /// How the producer is made: again after a failed exactly-once commit.
+    producer_spec: ProducerSpec,
+    /// The topics the thread subscribes to.
+    topics: Vec<String>,
+    /// Commits that failed in a row; past [`MAX_FAILED_COMMITS`] the thread stops.
+    failed_commits_in_a_row: u32,
     tasks: BTreeMap<TaskId, Task>,
     last_commit: Instant,
     /// Which sub-topology reads each topic, looked up once per topic.
@@ -539,6 +568,8 @@ impl StreamThread {
                 client_id: format!("{name}-consumer"),
                 read_committed: exactly_once,
                 max_poll_records: config.max_poll_records,
+                session_timeout: config.session_timeout,
+                max_poll_interval: config.max_poll_interval,
             })
             .await?;
         let topics: Vec<String> = shared
@@ -550,16 +581,13 @@ impl StreamThread {
             .into_iter()
             .collect();
         consumer.subscribe(&topics)?;
-        let mut producer = shared
-            .backend
-            .producer(ProducerSpec {
-                client_id: format!("{name}-producer"),
-                transactional_id: exactly_once.then(|| format!("{app}-{index}")),
-            })
-            .await?;
-        if exactly_once {
-            producer.init_transactions().await?;
-        }
+        // Kafka Streams' exactly-once v2 transactional id: one per thread of this instance.
+        let producer_spec = ProducerSpec {
+            client_id: format!("{name}-producer"),
+            transactional_id: exactly_once
+                .then(|| format!("{app}-{}-{}", shared.process_id, index + 1)),
+        };
+        let producer = new_producer(shared.backend.as_ref(), &producer_spec).await?;
         let collector = Rc::new(RefCell::new(ProducerCollector {
             producer: Some(producer),
             in_transaction: false,
@@ -576,6 +604,9 @@ impl StreamThread {
             consumer,
             restore_consumer,
             collector,
+            producer_spec,
+            topics,
+            failed_commits_in_a_row: 0,
             tasks: BTreeMap::new(),
             last_commit: Instant::now(),
             routes: std::collections::HashMap::new(),
@@ -755,9 +786,72 @@ impl StreamThread {
         self.collector.borrow_mut().producer = Some(producer);
     }
 
+    /// Commits. A commit that fails with an error the thread can recover from (it lost its
+    /// group generation, its producer was fenced, a request timed out) is rolled back, as
+    /// Kafka Streams handles a `TaskMigratedException`: the open transaction is aborted, the
+    /// tasks are dropped with their uncommitted state, and the thread rejoins the group,
+    /// resuming from the committed offsets and the stores' committed state. Other errors, and
+    /// more than [`MAX_FAILED_COMMITS`] failures in a row, stop the thread.
+    async fn commit(&mut self) -> Result<(), StreamsError> {
+        let error = match self.try_commit().await {
+            Ok(()) => {
+                self.failed_commits_in_a_row = 0;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if !recoverable(&error) {
+            return Err(error);
+        }
+        self.failed_commits_in_a_row += 1;
+        if self.failed_commits_in_a_row > MAX_FAILED_COMMITS {
+            return Err(StreamsError::ThreadFailed {
+                thread: self.name.clone(),
+                message: format!(
+                    "{MAX_FAILED_COMMITS} commits failed in a row, the last with: {error}"
+                ),
+            });
+        }
+        self.shared.failed_commits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("fjord_streams_failed_commits_total", "thread" => self.name.clone())
+            .increment(1);
+        tracing::warn!(
+            thread = %self.name,
+            error = %error,
+            "commit failed: rolling back to the last committed state and rejoining the group"
+        );
+        self.roll_back().await
+    }
+
+    /// Drops everything since the last commit; see [`StreamThread::commit`].
+    async fn roll_back(&mut self) -> Result<(), StreamsError> {
+        if self.collector.borrow().transactional {
+            // A new producer with the same transactional id bumps its epoch, which aborts the
+            // open transaction whether or not the old producer could still abort it (a fenced
+            // one cannot).
+            let mut old = self.take_producer()?;
+            if let Err(e) = old.close().await {
+                tracing::debug!(thread = %self.name, error = %e, "closing the old producer");
+            }
+            let producer = new_producer(self.shared.backend.as_ref(), &self.producer_spec).await?;
+            let mut collector = self.collector.borrow_mut();
+            collector.producer = Some(producer);
+            collector.in_transaction = false;
+        }
+        // Caches and staged store writes go with the tasks: RocksDB holds the last committed
+        // state, and the changelogs' aborted records are never read.
+        for (id, mut task) in std::mem::take(&mut self.tasks) {
+            task.close();
+            self.shared.stores.close_task(id);
+        }
+        self.shared.running_threads.lock().remove(&self.index);
+        self.consumer.unsubscribe().await?;
+        self.consumer.subscribe(&self.topics)
+    }
+
     /// At-least-once: flush the outputs, then commit the inputs. Exactly-once: the consumed
     /// offsets go into the open transaction, which then commits.
-    async fn commit(&mut self) -> Result<(), StreamsError> {
+    async fn try_commit(&mut self) -> Result<(), StreamsError> {
         self.last_commit = Instant::now();
         let started = Instant::now();
         // 1. Caches go downstream and to the changelogs (in the transaction, exactly-once).
@@ -844,6 +938,39 @@ impl StreamThread {
     }
 }
 
+/// Commits that may fail in a row, each rolled back, before a thread gives up.
+const MAX_FAILED_COMMITS: u32 = 10;
+
+/// Whether a failed commit can be rolled back and retried: the group moved on (a lost
+/// generation, a rebalance, an eviction), the producer was fenced, or a request timed out.
+fn recoverable(error: &StreamsError) -> bool {
+    use fjord_broker::BrokerError as B;
+    matches!(
+        error,
+        StreamsError::Broker(
+            B::IllegalGeneration { .. }
+                | B::UnknownMemberId { .. }
+                | B::RebalanceInProgress(_)
+                | B::FencedInstanceId(_)
+                | B::ProducerFenced(_)
+                | B::ConcurrentTransactions(_)
+                | B::Timeout { .. }
+        )
+    )
+}
+
+/// The thread's producer, ready for transactions when it has a transactional id.
+async fn new_producer(
+    backend: &dyn Backend,
+    spec: &ProducerSpec,
+) -> Result<Box<dyn StreamProducer>, StreamsError> {
+    let mut producer = backend.producer(spec.clone()).await?;
+    if spec.transactional_id.is_some() {
+        producer.init_transactions().await?;
+    }
+    Ok(producer)
+}
+
 /// Works out the partition counts of internal topics: a fixed or forced count, else the
 /// largest count of the topics the sub-topology writing them reads; resolved in dependency
 /// order.
@@ -890,6 +1017,32 @@ fn changelog_configs(topology: &Topology, topic: &str) -> BTreeMap<String, Strin
             ("retention.ms".to_string(), (ms.saturating_add(86_400_000)).to_string()),
         ]),
     }
+}
+
+/// The instance's process id (Kafka Streams' `processId`), read from `<state.dir>/process-id`
+/// or created there: a restart reuses it, and with it the transactional ids of its threads.
+fn process_id(state_dir: &std::path::Path) -> Result<String, StreamsError> {
+    let path = state_dir.join("process-id");
+    let unusable = |e: std::io::Error| StreamsError::Config {
+        name: "state.dir",
+        reason: format!(
+            "cannot read or write `{}`: {e}; point state.dir at a writable directory",
+            path.display()
+        ),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unusable(e)),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::create_dir_all(state_dir).map_err(unusable)?;
+    // Written to a temporary file and renamed: a crash leaves the old file or the new one.
+    let tmp = state_dir.join("process-id.tmp");
+    std::fs::write(&tmp, &id).map_err(unusable)?;
+    std::fs::rename(&tmp, &path).map_err(unusable)?;
+    Ok(id)
 }
 
 fn wall_clock_ms() -> i64 {

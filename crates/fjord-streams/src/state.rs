@@ -800,6 +800,8 @@ pub(crate) async fn restore(
             if position >= w.end {
                 w.done = true;
                 tracing::info!(task = %task.id, store = %w.name, partition = w.tp.partition, records = w.restored, elapsed_ms = started.elapsed().as_millis() as u64, "store restored");
+                metrics::histogram!("fjord_streams_restore_seconds", "store" => w.name.clone())
+                    .record(started.elapsed().as_secs_f64());
             }
         }
     }
