@@ -18,6 +18,7 @@
 //! touch or needs). Windows are kept for `2d + grace`, so that the windows a record needs to
 //! build its own are still there while it can arrive.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,6 @@ use crate::serdes::{SerdeRef, Serdes};
 use crate::state::StoreKind;
 use crate::window::{
     StoredWindow, Window, WindowAggregation, Windowed, WindowedLayout, WindowedStore, millis,
-    window_layout,
 };
 
 /// Sliding windows of a maximum time difference between records, with a grace period
@@ -76,58 +76,52 @@ pub(crate) struct SlidingAggregation<F> {
     pub(crate) aggregator: F,
 }
 
-/// The record being aggregated, and the stream time's close time.
-struct Current<'a, K, V> {
+/// The record being aggregated with its key's windows, and the stream time's close time.
+struct Current<'a, K, V, A, F> {
+    aggregation: &'a SlidingAggregation<F>,
     key: &'a K,
     value: &'a V,
     timestamp: i64,
     close_time: i64,
+    _aggregate: PhantomData<fn() -> A>,
 }
 
-impl<F> SlidingAggregation<F> {
+impl<K, V, A, F> Current<'_, K, V, A, F>
+where
+    K: Clone + 'static,
+    V: Clone,
+    A: Clone + 'static,
+    F: Fn(&K, V, Option<A>) -> A,
+{
     fn window(&self, start: i64) -> Window {
-        Window { start, end: start.saturating_add(self.windows.difference_ms) }
+        Window { start, end: start.saturating_add(self.aggregation.windows.difference_ms) }
     }
 
     /// Adds the record to a window whose aggregate was `old` (`None`: the initializer's),
     /// with records up to `old_timestamp`, unless the window has closed.
-    fn update<K, V, A>(
+    fn update(
         &self,
         store: &mut WindowedStore<K, A>,
         ctx: &mut TaskContext,
-        current: &Current<'_, K, V>,
         window: Window,
         old: Option<A>,
         old_timestamp: i64,
-    ) -> Result<(), StreamsError>
-    where
-        K: Clone + 'static,
-        V: Clone,
-        A: Clone + 'static,
-        F: Fn(&K, V, Option<A>) -> A,
-    {
-        if window.end <= current.close_time {
+    ) -> Result<(), StreamsError> {
+        if window.end <= self.close_time {
             ctx.skip_record(&store.name, "late");
             return Ok(());
         }
-        let new = (self.aggregator)(current.key, current.value.clone(), old);
-        store.put(ctx, window, Some(&new), old_timestamp.max(current.timestamp))
+        let new = (self.aggregation.aggregator)(self.key, self.value.clone(), old);
+        store.put(ctx, window, Some(&new), old_timestamp.max(self.timestamp))
     }
 
     /// A record at or after the time difference (its left window starts at 0 or later).
-    fn process_in_order<K, V, A>(
+    fn process_in_order(
         &self,
         store: &mut WindowedStore<K, A>,
         ctx: &mut TaskContext,
-        current: &Current<'_, K, V>,
-    ) -> Result<(), StreamsError>
-    where
-        K: Clone + 'static,
-        V: Clone,
-        A: Clone + 'static,
-        F: Fn(&K, V, Option<A>) -> A,
-    {
-        let (ts, d) = (current.timestamp, self.windows.difference_ms);
+    ) -> Result<(), StreamsError> {
+        let (ts, d) = (self.timestamp, self.aggregation.windows.difference_ms);
         let windows = store.fetch(ts.saturating_sub(2 * d).max(0), ts.saturating_add(1))?;
         // The aggregate for the record's left window, and the one for its right window.
         let mut left_aggregate: Option<&A> = None;
@@ -144,10 +138,10 @@ impl<F> SlidingAggregation<F> {
                 if w.timestamp < ts {
                     previous_timestamp = Some(w.timestamp);
                 }
-                self.update(store, ctx, current, w.window, Some(w.aggregate.clone()), w.timestamp)?;
+                self.update(store, ctx, w.window, Some(w.aggregate.clone()), w.timestamp)?;
             } else if start <= ts {
                 right_aggregate = Some(w);
-                self.update(store, ctx, current, w.window, Some(w.aggregate.clone()), w.timestamp)?;
+                self.update(store, ctx, w.window, Some(w.aggregate.clone()), w.timestamp)?;
             } else if start == ts + 1 {
                 right_exists = true;
             } else {
@@ -157,7 +151,7 @@ impl<F> SlidingAggregation<F> {
         if let Some(previous) = previous_timestamp {
             let start = previous + 1;
             if start.saturating_add(d) >= ts && !windows.iter().any(|w| w.window.start == start) {
-                self.update(store, ctx, current, self.window(start), None, ts)?;
+                self.update(store, ctx, self.window(start), None, ts)?;
             }
         }
         if !left_exists {
@@ -165,7 +159,7 @@ impl<F> SlidingAggregation<F> {
                 (Some(previous), Some(aggregate)) if ts - d <= previous => Some(aggregate.clone()),
                 _ => None,
             };
-            self.update(store, ctx, current, self.window(ts - d), old, ts)?;
+            self.update(store, ctx, self.window(ts - d), old, ts)?;
         }
         if !right_exists {
             create_right_window(store, ctx, ts, self.window(ts + 1), right_aggregate)?;
@@ -175,19 +169,12 @@ impl<F> SlidingAggregation<F> {
 
     /// A record earlier than the time difference: its left window would start before 0, so
     /// it goes into `[0, d]` with the other early records (Kafka's `processEarly`).
-    fn process_early<K, V, A>(
+    fn process_early(
         &self,
         store: &mut WindowedStore<K, A>,
         ctx: &mut TaskContext,
-        current: &Current<'_, K, V>,
-    ) -> Result<(), StreamsError>
-    where
-        K: Clone + 'static,
-        V: Clone,
-        A: Clone + 'static,
-        F: Fn(&K, V, Option<A>) -> A,
-    {
-        let ts = current.timestamp;
+    ) -> Result<(), StreamsError> {
+        let ts = self.timestamp;
         let windows = store.fetch(0, ts + 1)?;
         let mut combined: Option<&StoredWindow<A>> = None;
         let mut right_aggregate: Option<&StoredWindow<A>> = None;
@@ -202,7 +189,7 @@ impl<F> SlidingAggregation<F> {
                 }
             } else if start <= ts {
                 right_aggregate = Some(w);
-                self.update(store, ctx, current, w.window, Some(w.aggregate.clone()), w.timestamp)?;
+                self.update(store, ctx, w.window, Some(w.aggregate.clone()), w.timestamp)?;
             } else if start == ts + 1 {
                 right_exists = true;
             } else {
@@ -220,14 +207,12 @@ impl<F> SlidingAggregation<F> {
         if let Some(previous) = previous_timestamp {
             let start = previous + 1;
             if !windows.iter().any(|w| w.window.start == start) {
-                self.update(store, ctx, current, self.window(start), None, ts)?;
+                self.update(store, ctx, self.window(start), None, ts)?;
             }
         }
         match combined {
-            Some(c) => {
-                self.update(store, ctx, current, c.window, Some(c.aggregate.clone()), c.timestamp)
-            }
-            None => self.update(store, ctx, current, self.window(0), None, ts),
+            Some(c) => self.update(store, ctx, c.window, Some(c.aggregate.clone()), c.timestamp),
+            None => self.update(store, ctx, self.window(0), None, ts),
         }
     }
 }
@@ -267,10 +252,7 @@ where
     }
 
     fn layout(&self, engine: Arc<dyn KeyValueBytesStore>) -> WindowedLayout {
-        WindowedLayout::Fixed {
-            store: window_layout(engine, self.windows.retention_ms()),
-            size_ms: self.windows.difference_ms,
-        }
+        WindowedLayout::fixed(engine, self.windows.retention_ms(), self.windows.difference_ms)
     }
 
     fn close_after_ms(&self) -> i64 {
@@ -289,10 +271,12 @@ where
     ) -> Result<(), StreamsError> {
         let d = self.windows.difference_ms;
         let current = Current {
+            aggregation: self,
             key: &record.key,
             value: &record.value,
             timestamp: record.timestamp,
             close_time: ctx.stream_time.saturating_sub(self.windows.grace_ms),
+            _aggregate: PhantomData,
         };
         // Every window the record could be in has closed.
         if current.timestamp.saturating_add(1).saturating_add(d) <= current.close_time {
@@ -300,9 +284,9 @@ where
             return Ok(());
         }
         if current.timestamp < d {
-            self.process_early(store, ctx, &current)
+            current.process_early(store, ctx)
         } else {
-            self.process_in_order(store, ctx, &current)
+            current.process_in_order(store, ctx)
         }
     }
 }

@@ -508,6 +508,15 @@ struct StoreView<K, V> {
 }
 
 impl<K: 'static, V: 'static> StoreView<K, V> {
+    fn new(
+        name: &str,
+        engines: Arc<StoreEngines>,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> Self {
+        StoreView { name: name.to_string(), engines, key_serde, value_serde }
+    }
+
     fn error(&self, message: impl std::fmt::Display) -> StreamsError {
         StreamsError::State { store: self.name.clone(), message: message.to_string() }
     }
@@ -539,7 +548,7 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> Self {
-        ReadOnlyKeyValueStore(StoreView { name: name.to_string(), engines, key_serde, value_serde })
+        ReadOnlyKeyValueStore(StoreView::new(name, engines, key_serde, value_serde))
     }
 
     /// The tasks of this instance whose stores it reads now.
@@ -593,8 +602,10 @@ impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> Self {
-        let view = StoreView { name: name.to_string(), engines, key_serde, value_serde };
-        ReadOnlyWindowStore { view, retention_ms }
+        ReadOnlyWindowStore {
+            view: StoreView::new(name, engines, key_serde, value_serde),
+            retention_ms,
+        }
     }
 
     /// The windows of `key` that start in `[time_from, time_to]`, as `(window start, value)`
@@ -639,7 +650,7 @@ impl<K: 'static, V: 'static> ReadOnlySessionStore<K, V> {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> Self {
-        let view = StoreView { name: name.to_string(), engines, key_serde, value_serde };
+        let view = StoreView::new(name, engines, key_serde, value_serde);
         ReadOnlySessionStore { view, retention_ms }
     }
 

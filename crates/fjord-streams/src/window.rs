@@ -305,6 +305,15 @@ pub(crate) enum WindowedLayout {
 }
 
 impl WindowedLayout {
+    /// The window layout for windows of `size_ms`, kept for `retention_ms`.
+    pub(crate) fn fixed(
+        engine: Arc<dyn KeyValueBytesStore>,
+        retention_ms: i64,
+        size_ms: i64,
+    ) -> Self {
+        WindowedLayout::Fixed { store: window_layout(engine, retention_ms), size_ms }
+    }
+
     fn encode_key(&self, key: &[u8], window: Window) -> Vec<u8> {
         match self {
             WindowedLayout::Fixed { store, .. } => store.encode_key(key, window.start),
@@ -652,10 +661,7 @@ where
     }
 
     fn layout(&self, engine: Arc<dyn KeyValueBytesStore>) -> WindowedLayout {
-        WindowedLayout::Fixed {
-            store: window_layout(engine, self.retention_ms()),
-            size_ms: self.windows.size_ms,
-        }
+        WindowedLayout::fixed(engine, self.retention_ms(), self.windows.size_ms)
     }
 
     fn close_after_ms(&self) -> i64 {
