@@ -176,6 +176,23 @@ impl Segments {
         Ok(())
     }
 
+    /// The last segment that has data in the store (one seek per segment with data).
+    pub(crate) fn last_segment(&self) -> Result<Option<i64>, StoreError> {
+        let mut last = None;
+        self.for_each_segment(i64::MIN, i64::MAX, |segment| {
+            last = Some(segment);
+            Ok(())
+        })?;
+        Ok(last)
+    }
+
+    /// The segments of the times in `[from, to]`, in order (none when `from > to`).
+    pub(crate) fn span(&self, from: i64, to: i64) -> impl Iterator<Item = i64> + use<> {
+        let last = if from > to { i64::MIN } else { self.segment_id(to) };
+        let first = if from > to { i64::MAX } else { self.segment_id(from) };
+        first..=last
+    }
+
     pub(crate) fn corrupt(&self, reason: &str) -> StoreError {
         StoreError::Corrupt { store: self.inner.name().to_string(), reason: reason.to_string() }
     }

@@ -142,20 +142,12 @@ impl SessionStore {
         let mut out = Vec::new();
         let first = self.segments.segment_id(from_end);
         self.segments.for_each_segment(first, i64::MAX, |segment| {
-            let prefix = self.prefix(segment, key);
-            let mut lower = prefix.clone();
-            lower.extend_from_slice(&encode_i64(from_end));
-            let mut upper = prefix;
-            upper.extend_from_slice(&[0xff; 16]);
+            let (lower, upper) = self.segment_bounds(segment, key, from_end, i64::MAX);
             for item in
                 self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))?
             {
                 let (stored, value) = item?;
-                let at = stored.len().saturating_sub(16);
-                let (Some(end), Some(start)) = (read_i64(&stored, at), read_i64(&stored, at + 8))
-                else {
-                    return Err(self.segments.corrupt("malformed session key"));
-                };
+                let (start, end) = self.session_window(&stored)?;
                 if start <= latest_session_start {
                     out.push((start, end, value));
                 }
@@ -163,6 +155,58 @@ impl SessionStore {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The store keys (inclusive bounds, one pair per segment) that hold the live sessions of
+    /// `key` with an end in `[earliest_end, latest_end]`: for reading through a cache in
+    /// front of the store, which has to see segments the store does not have yet. The caller
+    /// bounds the range: every segment in it gets a pair.
+    pub fn key_ranges(
+        &self,
+        key: &[u8],
+        earliest_end: i64,
+        latest_end: i64,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let from = earliest_end.max(self.segments.live_from());
+        self.segments
+            .span(from, latest_end)
+            .map(|segment| self.segment_bounds(segment, key, from, latest_end))
+            .collect()
+    }
+
+    /// An upper bound of the session ends the store holds (the last time of its last
+    /// segment), or `None` when it is empty: sessions can end after the stream time a
+    /// restarted task has seen so far.
+    pub fn max_end_bound(&self) -> Result<Option<i64>, StoreError> {
+        let interval = self.segments.interval_ms;
+        Ok(self
+            .segments
+            .last_segment()?
+            .map(|s| s.saturating_add(1).saturating_mul(interval).saturating_sub(1)))
+    }
+
+    /// The `(start, end)` of the session of a store key.
+    pub fn session_window(&self, stored: &[u8]) -> Result<(i64, i64), StoreError> {
+        let at = stored.len().saturating_sub(16);
+        match (read_i64(stored, at), read_i64(stored, at + 8)) {
+            (Some(end), Some(start)) if stored.len() >= 16 => Ok((start, end)),
+            _ => Err(self.segments.corrupt("malformed session key")),
+        }
+    }
+
+    fn segment_bounds(
+        &self,
+        segment: i64,
+        key: &[u8],
+        earliest_end: i64,
+        latest_end: i64,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut lower = self.prefix(segment, key);
+        let mut upper = lower.clone();
+        lower.extend_from_slice(&encode_i64(earliest_end));
+        upper.extend_from_slice(&encode_i64(latest_end));
+        upper.extend_from_slice(&[0xff; 8]);
+        (lower, upper)
     }
 
     /// Every live session of `key`, ordered by end, then start.

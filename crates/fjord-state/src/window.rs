@@ -161,24 +161,44 @@ impl WindowStore {
         }
         let (first, last) = (self.segment_id(from), self.segment_id(time_to));
         self.segments.for_each_segment(first, last, |segment| {
-            let mut prefix = Vec::with_capacity(8 + 4 + key.len() + 8);
-            prefix.extend_from_slice(&encode_i64(segment));
-            push_key(&mut prefix, key);
-            let mut lower = prefix.clone();
-            lower.extend_from_slice(&encode_i64(from));
-            let mut upper = prefix;
-            upper.extend_from_slice(&encode_i64(time_to));
+            let (lower, upper) = self.segment_bounds(segment, key, from, time_to);
             for item in
                 self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))?
             {
                 let (stored, value) = item?;
-                let start = read_i64(&stored, stored.len().saturating_sub(8))
-                    .ok_or_else(|| self.segments.corrupt("malformed window key"))?;
-                out.push((start, value));
+                out.push((self.window_start(&stored)?, value));
             }
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The store keys (inclusive bounds, one pair per segment) that hold the live windows of
+    /// `key` with a start in `[time_from, time_to]`: for reading through a cache in front of
+    /// the store, which has to see segments the store does not have yet. The caller bounds
+    /// the range: every segment in it gets a pair.
+    pub fn key_ranges(&self, key: &[u8], time_from: i64, time_to: i64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let from = time_from.max(self.segments.live_from());
+        self.segments
+            .span(from, time_to)
+            .map(|segment| self.segment_bounds(segment, key, from, time_to))
+            .collect()
+    }
+
+    /// The window start of a store key.
+    pub fn window_start(&self, stored: &[u8]) -> Result<i64, StoreError> {
+        read_i64(stored, stored.len().saturating_sub(8))
+            .ok_or_else(|| self.segments.corrupt("malformed window key"))
+    }
+
+    fn segment_bounds(&self, segment: i64, key: &[u8], from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
+        let mut lower = Vec::with_capacity(8 + 4 + key.len() + 8);
+        lower.extend_from_slice(&encode_i64(segment));
+        push_key(&mut lower, key);
+        let mut upper = lower.clone();
+        lower.extend_from_slice(&encode_i64(from));
+        upper.extend_from_slice(&encode_i64(to));
+        (lower, upper)
     }
 
     /// The windows of every key with a start in `[time_from, time_to]`, as

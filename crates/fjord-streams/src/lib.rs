@@ -17,6 +17,8 @@ pub mod processor;
 mod record;
 mod runtime;
 pub mod serdes;
+mod session_window;
+mod sliding_window;
 mod state;
 mod table;
 mod task;
@@ -38,12 +40,15 @@ pub use record::{Header, Headers, Record};
 pub use runtime::{ProcessingGuarantee, Streams, StreamsConfig, StreamsState};
 pub use serdes::{Serde, SerdeError, SerdeRef, Serdes};
 pub use state::{
-    CachedStore, Change, KeyValueStore, ReadOnlyKeyValueStore, ReadOnlyWindowStore, StoreKind,
-    StoreSpec,
+    CachedStore, Change, KeyValueStore, ReadOnlyKeyValueStore, ReadOnlySessionStore,
+    ReadOnlyWindowStore, StoreKind, StoreSpec,
 };
 pub use table::{Grouped, KGroupedStream, KGroupedTable, KTable, Materialized};
 pub use topology::{Subtopology, Topology};
-pub use window::{TimeWindowedKStream, TimeWindows, Window, Windowed};
+pub use window::{
+    SessionWindowedKStream, SessionWindows, SlidingWindows, TimeWindowedKStream, TimeWindows,
+    Window, Windowed, WindowedBy,
+};
 
 /// A task: a sub-topology and a partition, `<sub-topology>_<partition>` as Kafka names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -424,6 +424,31 @@ impl Streams {
         ))
     }
 
+    /// Read-only access to the session store of a session-windowed aggregation of this
+    /// instance, for interactive queries (`fetch` of a key's sessions), as of each task's last
+    /// commit.
+    pub fn session_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: crate::serdes::SerdeRef<K>,
+        value_serde: crate::serdes::SerdeRef<V>,
+    ) -> Result<crate::state::ReadOnlySessionStore<K, V>, StreamsError> {
+        let spec = self.store_spec(name)?;
+        let crate::state::StoreKind::Session { retention_ms } = spec.kind else {
+            return Err(StreamsError::Topology(format!(
+                "state store `{name}` is a {:?} store, not a session store",
+                spec.kind
+            )));
+        };
+        Ok(crate::state::ReadOnlySessionStore::new(
+            name,
+            retention_ms,
+            self.shared.stores.clone(),
+            key_serde,
+            value_serde,
+        ))
+    }
+
     /// Commits done so far, over all threads.
     pub fn commits(&self) -> u64 {
         self.shared.committed.load(Ordering::Relaxed)

@@ -508,6 +508,15 @@ struct StoreView<K, V> {
 }
 
 impl<K: 'static, V: 'static> StoreView<K, V> {
+    fn new(
+        name: &str,
+        engines: Arc<StoreEngines>,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> Self {
+        StoreView { name: name.to_string(), engines, key_serde, value_serde }
+    }
+
     fn error(&self, message: impl std::fmt::Display) -> StreamsError {
         StreamsError::State { store: self.name.clone(), message: message.to_string() }
     }
@@ -539,7 +548,7 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> Self {
-        ReadOnlyKeyValueStore(StoreView { name: name.to_string(), engines, key_serde, value_serde })
+        ReadOnlyKeyValueStore(StoreView::new(name, engines, key_serde, value_serde))
     }
 
     /// The tasks of this instance whose stores it reads now.
@@ -593,8 +602,10 @@ impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
     ) -> Self {
-        let view = StoreView { name: name.to_string(), engines, key_serde, value_serde };
-        ReadOnlyWindowStore { view, retention_ms }
+        ReadOnlyWindowStore {
+            view: StoreView::new(name, engines, key_serde, value_serde),
+            retention_ms,
+        }
     }
 
     /// The windows of `key` that start in `[time_from, time_to]`, as `(window start, value)`
@@ -612,7 +623,48 @@ impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
             if !rows.is_empty() {
                 return rows
                     .into_iter()
-                    .map(|(start, v)| Ok((start, self.view.value(&v)?)))
+                    .map(|(start, v)| {
+                        let (_, aggregate) = crate::window::split_timestamp(&v)
+                            .ok_or_else(|| self.view.error("window value without its timestamp"))?;
+                        Ok((start, self.view.value(aggregate)?))
+                    })
+                    .collect();
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// A session store of a running application (a session-windowed aggregation's), read from
+/// outside its stream threads (interactive queries), as of each task's last commit.
+pub struct ReadOnlySessionStore<K, V> {
+    view: StoreView<K, V>,
+    retention_ms: i64,
+}
+
+impl<K: 'static, V: 'static> ReadOnlySessionStore<K, V> {
+    pub(crate) fn new(
+        name: &str,
+        retention_ms: i64,
+        engines: Arc<StoreEngines>,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> Self {
+        let view = StoreView::new(name, engines, key_serde, value_serde);
+        ReadOnlySessionStore { view, retention_ms }
+    }
+
+    /// The sessions of `key`, as `(window, value)` ordered by end, then start (Kafka's
+    /// `SessionStore.fetch`), if a task here holds the key.
+    pub fn fetch(&self, key: &K) -> Result<Vec<(crate::Window, V)>, StreamsError> {
+        let bytes = self.view.key_bytes(key)?;
+        for (_, engine) in self.view.engines() {
+            let layout = crate::window::session_layout(engine, self.retention_ms);
+            let rows = layout.fetch(&bytes).map_err(|e| self.view.error(e))?;
+            if !rows.is_empty() {
+                return rows
+                    .into_iter()
+                    .map(|(start, end, v)| Ok((crate::Window { start, end }, self.view.value(&v)?)))
                     .collect();
             }
         }

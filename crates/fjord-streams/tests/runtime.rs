@@ -525,3 +525,150 @@ async fn windowed_counts_are_queryable_by_key_and_time_range() {
     assert!(streams.key_value_store("per-second", Serdes::string(), Serdes::i64()).is_err());
     streams.close().await.unwrap();
 }
+
+/// Clicks of users at the given times after `base` (a changelog's time-based retention would
+/// delete records from 1970).
+async fn produce_at(broker: &Broker, topic: &str, base: i64, records: &[(&str, i64)]) {
+    let producer = Producer::new(broker, ProducerConfig::default()).unwrap();
+    for (user, ts) in records {
+        let record = ProducerRecord::new(topic, b"x").key(user.as_bytes()).timestamp(base + *ts);
+        producer.send(record).await.unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+/// Reads session-windowed counts from the beginning until the table they leave (the latest
+/// value per windowed key, tombstones deleting) is `expected`, in times after `base`.
+async fn await_sessions(
+    broker: &Broker,
+    topic: &str,
+    base: i64,
+    expected: &BTreeMap<(String, i64, i64), i64>,
+) {
+    let serde = Serdes::session_windowed(Serdes::string());
+    let consumer = from_beginning(broker, topic);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut table = BTreeMap::new();
+    while &table != expected {
+        assert!(Instant::now() < deadline, "{topic}: sessions {table:?}, want {expected:?}");
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            let windowed = serde.deserialize(r.key.as_deref().unwrap()).unwrap();
+            let key = (windowed.key, windowed.window.start - base, windowed.window.end - base);
+            match r.value.as_deref() {
+                Some(v) => table.insert(key, i64::from_be_bytes(v.try_into().unwrap())),
+                None => table.remove(&key),
+            };
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_counts_survive_a_restart_and_merge_with_restored_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    admin.create_topic(NewTopic::new("clicks", 2)).await.unwrap();
+    admin.create_topic(NewTopic::new("sessions", 2)).await.unwrap();
+    let topology = || {
+        let builder = StreamsBuilder::new();
+        builder
+            .stream("clicks", Consumed::with(Serdes::string(), Serdes::string()))
+            .group_by_key()
+            .windowed_by(fjord_streams::SessionWindows::of_inactivity_gap_and_grace(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ))
+            .count(Materialized::named("sessions"))
+            .to_stream()
+            .to_with(
+                "sessions",
+                Produced::with(
+                    Serdes::session_windowed(Serdes::string()),
+                    Serdes::option(Serdes::i64()),
+                ),
+            );
+        builder.build().unwrap()
+    };
+    let start = || async {
+        let mut streams = Streams::new(
+            topology(),
+            Arc::new(EmbeddedBackend::new(&broker)),
+            config("sessions", dir.path()),
+        )
+        .unwrap();
+        streams.start().await.unwrap();
+        streams.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
+        streams
+    };
+    let s = |user: &str, start: i64, end: i64| (user.to_string(), start, end);
+    let base =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    // Two sessions each: ann's [1000, 1500] and [5000, 5000], bob's [1000, 1000] and
+    // [3000, 3200].
+    produce_at(
+        &broker,
+        "clicks",
+        base,
+        &[
+            ("ann", 1_000),
+            ("ann", 1_500),
+            ("bob", 1_000),
+            ("bob", 3_000),
+            ("ann", 5_000),
+            ("bob", 3_200),
+        ],
+    )
+    .await;
+    let streams = start().await;
+    await_sessions(
+        &broker,
+        "sessions",
+        base,
+        &BTreeMap::from([
+            (s("ann", 1_000, 1_500), 2),
+            (s("ann", 5_000, 5_000), 1),
+            (s("bob", 1_000, 1_000), 1),
+            (s("bob", 3_000, 3_200), 2),
+        ]),
+    )
+    .await;
+    streams.close().await.unwrap();
+    for p in 0..2 {
+        assert!(dir.path().join(format!("state/0_{p}/sessions/CURRENT")).exists());
+    }
+    // After the restart, records bridge the stored sessions: ann's at 2500, 3500 and 4500
+    // join her two sessions into one (the restarted task's stream time is behind their
+    // end), bob's at 2000 joins his.
+    produce_at(
+        &broker,
+        "clicks",
+        base,
+        &[("ann", 2_500), ("ann", 3_500), ("ann", 4_500), ("bob", 2_000)],
+    )
+    .await;
+    let streams = start().await;
+    assert_eq!(streams.records_restored(), 0, "local stores were up to date");
+    let expected = BTreeMap::from([(s("ann", 1_000, 5_000), 6), (s("bob", 1_000, 3_200), 4)]);
+    await_sessions(&broker, "sessions", base, &expected).await;
+    // Interactive queries see the merged sessions once they are committed.
+    let store = streams.session_store("sessions", Serdes::string(), Serdes::i64()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = vec![(fjord_streams::Window { start: base + 1_000, end: base + 5_000 }, 6)];
+    while store.fetch(&"ann".to_string()).unwrap() != want {
+        assert!(Instant::now() < deadline, "{:?}", store.fetch(&"ann".to_string()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(streams.window_store("sessions", Serdes::string(), Serdes::i64()).is_err());
+    streams.close().await.unwrap();
+    // Rebuilt from the changelog alone, the sessions are the same.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    produce_at(&broker, "clicks", base, &[("bob", 4_000)]).await;
+    let streams = start().await;
+    assert!(streams.records_restored() > 0, "the changelog was replayed");
+    let mut expected = expected;
+    expected.remove(&s("bob", 1_000, 3_200));
+    expected.insert(s("bob", 1_000, 4_000), 5);
+    await_sessions(&broker, "sessions", base, &expected).await;
+    streams.close().await.unwrap();
+}
