@@ -199,8 +199,14 @@ impl Streams {
         }
         self.create_internal_topics().await?;
         self.shared.state.send_replace(StreamsState::Rebalancing);
-        if let Some(global) = crate::global_thread::start(&self.shared).await? {
-            self.threads.push(global);
+        match crate::global_thread::start(&self.shared).await {
+            Ok(Some(global)) => self.threads.push(global),
+            Ok(None) => {}
+            Err(e) => {
+                *self.shared.error.lock() = Some(e.to_string());
+                self.shared.state.send_replace(StreamsState::Error);
+                return Err(e);
+            }
         }
         for index in 0..self.shared.config.num_stream_threads {
             let shared = self.shared.clone();

@@ -631,3 +631,20 @@ async fn a_global_table_is_held_in_full_by_every_instance_and_resumes_from_its_c
     assert!(rows.tasks().is_empty(), "a global store belongs to no task");
     a.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_global_table_topic_is_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    Admin::new(&broker).create_topic(NewTopic::new("orders", 1)).await.unwrap();
+    let mut streams = Streams::new(
+        enrich_orders(),
+        Arc::new(EmbeddedBackend::new(&broker)),
+        config("no-customers", dir.path()),
+    )
+    .unwrap();
+    let err = streams.start().await.unwrap_err().to_string();
+    assert!(err.contains("topic `customers` of global table `customers` does not exist"), "{err}");
+    assert_eq!(streams.state(), StreamsState::Error);
+    assert!(streams.error().is_some());
+}
