@@ -159,6 +159,17 @@ pub trait KeyValueBytesStore: Send + Sync {
     fn write(&self, batch: &WriteBatch, changelog_offset: Option<i64>) -> Result<(), StoreError>;
     /// The changelog offset recorded by the last write that had one.
     fn changelog_offset(&self) -> Result<Option<i64>, StoreError>;
+    /// Applies a batch atomically, together with the offsets (the next offset to read) of the
+    /// source partitions it brings the store up to: for a store that mirrors every partition
+    /// of a topic (a global store, whose topic is its changelog). Partitions not listed keep
+    /// their recorded offsets.
+    fn write_with_partition_offsets(
+        &self,
+        batch: &WriteBatch,
+        offsets: &[(u32, i64)],
+    ) -> Result<(), StoreError>;
+    /// The source partition offsets recorded by [`Self::write_with_partition_offsets`].
+    fn partition_offsets(&self) -> Result<std::collections::BTreeMap<u32, i64>, StoreError>;
     /// An estimate of the number of keys.
     fn approximate_num_entries(&self) -> Result<u64, StoreError>;
     /// Makes written data durable (RocksDB: flushes memtables; memory: nothing).

@@ -20,6 +20,7 @@ pub struct InMemoryStore {
 struct Inner {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
     changelog_offset: Option<i64>,
+    partition_offsets: BTreeMap<u32, i64>,
 }
 
 impl InMemoryStore {
@@ -62,6 +63,44 @@ impl KeyValueBytesStore for InMemoryStore {
 
     fn write(&self, batch: &WriteBatch, changelog_offset: Option<i64>) -> Result<(), StoreError> {
         let mut inner = self.inner.write();
+        inner.apply(batch);
+        if changelog_offset.is_some() {
+            inner.changelog_offset = changelog_offset;
+        }
+        Ok(())
+    }
+
+    fn changelog_offset(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.inner.read().changelog_offset)
+    }
+
+    fn write_with_partition_offsets(
+        &self,
+        batch: &WriteBatch,
+        offsets: &[(u32, i64)],
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        inner.apply(batch);
+        inner.partition_offsets.extend(offsets.iter().copied());
+        Ok(())
+    }
+
+    fn partition_offsets(&self) -> Result<BTreeMap<u32, i64>, StoreError> {
+        Ok(self.inner.read().partition_offsets.clone())
+    }
+
+    fn approximate_num_entries(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.read().map.len() as u64)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn apply(&mut self, batch: &WriteBatch) {
+        let inner = self;
         for op in &batch.ops {
             match op {
                 WriteOp::Put(key, value) => {
@@ -87,21 +126,5 @@ impl KeyValueBytesStore for InMemoryStore {
                 }
             }
         }
-        if changelog_offset.is_some() {
-            inner.changelog_offset = changelog_offset;
-        }
-        Ok(())
-    }
-
-    fn changelog_offset(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.inner.read().changelog_offset)
-    }
-
-    fn approximate_num_entries(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.read().map.len() as u64)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }

@@ -6,7 +6,9 @@
 //! column family; the changelog offset lives in a second column family, `fjord_meta`, under
 //! the key `changelog_offset` (8 bytes, big-endian `i64`). [`KeyValueBytesStore::write`] puts
 //! the data and the offset in the same RocksDB write batch, so they are applied atomically:
-//! after any crash the recorded offset is exactly the one that goes with the data.
+//! after any crash the recorded offset is exactly the one that goes with the data. A global
+//! store, which mirrors every partition of its topic, records one offset per partition the same
+//! way, under `partition_offset` followed by the big-endian `u32` partition.
 //!
 //! # Durability
 //!
@@ -69,6 +71,8 @@ use crate::{KeyValueBytesStore, KeyValueIter, StoreError, WriteBatch, WriteOp};
 pub const META_COLUMN_FAMILY: &str = "fjord_meta";
 /// The key of the changelog offset in [`META_COLUMN_FAMILY`].
 const CHANGELOG_OFFSET_KEY: &[u8] = b"changelog_offset";
+/// The prefix of the per-partition source offsets in [`META_COLUMN_FAMILY`].
+const PARTITION_OFFSET_PREFIX: &[u8] = b"partition_offset";
 
 /// The memory budget of all RocksDB stores of a process.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -312,6 +316,24 @@ impl RocksDbStore {
         })
     }
 
+    /// The RocksDB batch of the data writes of `batch`.
+    fn write_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch, StoreError> {
+        let data = self.data()?;
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                WriteOp::Put(k, v) => wb.put_cf(data, k, v),
+                WriteOp::Delete(k) => wb.delete_cf(data, k),
+                WriteOp::DeleteRange(from, to) => {
+                    if from < to {
+                        wb.delete_range_cf(data, from, to)
+                    }
+                }
+            }
+        }
+        Ok(wb)
+    }
+
     fn error(&self, what: &str, e: rocksdb::Error) -> StoreError {
         StoreError::RocksDb {
             store: self.name.clone(),
@@ -394,23 +416,50 @@ impl KeyValueBytesStore for RocksDbStore {
         if batch.is_empty() && changelog_offset.is_none() {
             return Ok(());
         }
-        let data = self.data()?;
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                WriteOp::Put(k, v) => wb.put_cf(data, k, v),
-                WriteOp::Delete(k) => wb.delete_cf(data, k),
-                WriteOp::DeleteRange(from, to) => {
-                    if from < to {
-                        wb.delete_range_cf(data, from, to)
-                    }
-                }
-            }
-        }
+        let mut wb = self.write_batch(batch)?;
         if let Some(offset) = changelog_offset {
             wb.put_cf(self.meta()?, CHANGELOG_OFFSET_KEY, offset.to_be_bytes());
         }
         self.db.write_opt(wb, &self.write_options).map_err(|e| self.error("write", e))
+    }
+
+    fn write_with_partition_offsets(
+        &self,
+        batch: &WriteBatch,
+        offsets: &[(u32, i64)],
+    ) -> Result<(), StoreError> {
+        if batch.is_empty() && offsets.is_empty() {
+            return Ok(());
+        }
+        let mut wb = self.write_batch(batch)?;
+        let meta = self.meta()?;
+        for (partition, offset) in offsets {
+            let mut key = PARTITION_OFFSET_PREFIX.to_vec();
+            key.extend_from_slice(&partition.to_be_bytes());
+            wb.put_cf(meta, key, offset.to_be_bytes());
+        }
+        self.db.write_opt(wb, &self.write_options).map_err(|e| self.error("write", e))
+    }
+
+    fn partition_offsets(&self) -> Result<std::collections::BTreeMap<u32, i64>, StoreError> {
+        let mut offsets = std::collections::BTreeMap::new();
+        let mode = IteratorMode::From(PARTITION_OFFSET_PREFIX, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.meta()?, mode) {
+            let (key, value) = item.map_err(|e| self.error("read partition offsets", e))?;
+            let Some(partition) = key.strip_prefix(PARTITION_OFFSET_PREFIX) else { break };
+            let corrupt = || StoreError::Corrupt {
+                store: self.name.clone(),
+                reason: format!(
+                    "partition offset entry has a {}-byte key suffix and a {}-byte value, expected 4 and 8",
+                    partition.len(),
+                    value.len()
+                ),
+            };
+            let partition: [u8; 4] = partition.try_into().map_err(|_| corrupt())?;
+            let offset: [u8; 8] = value.as_ref().try_into().map_err(|_| corrupt())?;
+            offsets.insert(u32::from_be_bytes(partition), i64::from_be_bytes(offset));
+        }
+        Ok(offsets)
     }
 
     fn changelog_offset(&self) -> Result<Option<i64>, StoreError> {

@@ -136,6 +136,41 @@ fn offset_and_data_are_atomic() {
     }
 }
 
+/// A global store records the offset of each partition of its topic with the data.
+fn partition_offsets(store: &dyn KeyValueBytesStore) {
+    assert!(store.partition_offsets().unwrap().is_empty());
+    let mut b = WriteBatch::new();
+    b.put(b"a".to_vec(), b"1".to_vec());
+    store.write_with_partition_offsets(&b, &[(0, 5), (3, 7)]).unwrap();
+    let mut b = WriteBatch::new();
+    b.delete(b"a".to_vec());
+    b.put(b"b".to_vec(), b"2".to_vec());
+    store.write_with_partition_offsets(&b, &[(3, 9), (1, 1)]).unwrap();
+    assert_eq!(
+        store.partition_offsets().unwrap().into_iter().collect::<Vec<_>>(),
+        vec![(0, 5), (1, 1), (3, 9)]
+    );
+    assert_eq!(store.get(b"a").unwrap(), None);
+    assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
+    // Separate from the changelog offset of a task's store.
+    assert_eq!(store.changelog_offset().unwrap(), None);
+}
+
+#[test]
+fn partition_offsets_are_kept_with_the_data() {
+    partition_offsets(&InMemoryStore::new("mem"));
+    let dir = tempfile::tempdir().unwrap();
+    let env = RocksDbEnv::default();
+    let path = dir.path().join("global");
+    partition_offsets(&RocksDbStore::open(&env, "global", &path).unwrap());
+    let store = RocksDbStore::open(&env, "global", &path).unwrap();
+    assert_eq!(
+        store.partition_offsets().unwrap().into_iter().collect::<Vec<_>>(),
+        vec![(0, 5), (1, 1), (3, 9)]
+    );
+    assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
+}
+
 #[test]
 fn second_open_of_same_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

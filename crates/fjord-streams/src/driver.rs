@@ -108,6 +108,8 @@ struct DriverState {
     collector: Rc<RefCell<MemoryCollector>>,
     offsets: HashMap<String, i64>,
     wall_clock: i64,
+    /// The global stores, by name, in memory.
+    globals: HashMap<String, Arc<dyn fjord_state::KeyValueBytesStore>>,
 }
 
 impl DriverState {
@@ -115,9 +117,12 @@ impl DriverState {
         let id = TaskId { subtopology, partition: 0 };
         if !self.tasks.contains_key(&id) {
             let collector: CollectorRef = self.collector.clone();
+            let globals = &mut self.globals;
             let mut opener = |spec: &crate::state::StoreSpec, _task: TaskId| {
-                let engine: Arc<dyn fjord_state::KeyValueBytesStore> =
-                    Arc::new(fjord_state::InMemoryStore::new(spec.name.clone()));
+                let engine: Arc<dyn fjord_state::KeyValueBytesStore> = match spec.global_topic {
+                    Some(_) => global_engine(globals, &spec.name),
+                    None => Arc::new(fjord_state::InMemoryStore::new(spec.name.clone())),
+                };
                 Ok(engine)
             };
             let mut task = self.topology.build_task(
@@ -157,8 +162,19 @@ impl DriverState {
         }
     }
 
-    /// Hands one record to the task that reads `topic` and processes it.
+    /// Hands one record to the task that reads `topic` and processes it; a record of a global
+    /// table's topic goes to its store.
     fn feed(&mut self, topic: &str, record: OutputRecord) -> Result<(), StreamsError> {
+        if let Some(spec) = self.topology.global_store_of(topic) {
+            let engine = global_engine(&mut self.globals, &spec.name);
+            let mut batch = fjord_state::WriteBatch::new();
+            let key = record.key.map(|k| k.to_vec()).unwrap_or_default();
+            batch.put_or_delete(key, record.value.map(|v| v.to_vec()));
+            return engine.write(&batch, None).map_err(|e| StreamsError::State {
+                store: spec.name.clone(),
+                message: e.to_string(),
+            });
+        }
         let subtopology =
             self.topology.subtopology_of(&self.application_id, topic).ok_or_else(|| {
                 StreamsError::IllegalState(format!(
@@ -182,6 +198,17 @@ impl DriverState {
         task.process(usize::MAX)?;
         Ok(())
     }
+}
+
+/// The memory engine of a global store, created on first use.
+fn global_engine(
+    globals: &mut HashMap<String, Arc<dyn fjord_state::KeyValueBytesStore>>,
+    store: &str,
+) -> Arc<dyn fjord_state::KeyValueBytesStore> {
+    globals
+        .entry(store.to_string())
+        .or_insert_with(|| Arc::new(fjord_state::InMemoryStore::new(store)))
+        .clone()
 }
 
 /// Runs a topology in memory for tests.
@@ -216,6 +243,7 @@ impl TopologyTestDriver {
                 collector,
                 offsets: HashMap::new(),
                 wall_clock: config.initial_wall_clock,
+                globals: HashMap::new(),
             })),
         }
     }

@@ -11,6 +11,8 @@ pub mod backend;
 pub mod driver;
 mod dsl;
 mod error;
+mod global_table;
+mod global_thread;
 mod graph;
 mod node;
 pub mod processor;
@@ -33,6 +35,7 @@ pub use dsl::{
 };
 pub use error::{ErrorAction, StreamsError};
 pub use fjord_state::{MemoryConfig, MemoryUsage};
+pub use global_table::GlobalKTable;
 pub use graph::{InternalTopic, InternalTopicKind};
 pub use node::{Emitter, RawRecord, RecordCollector};
 pub use processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};

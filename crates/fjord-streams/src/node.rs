@@ -313,7 +313,8 @@ impl<K: Clone, V: Clone> Children<K, V> {
     }
 }
 
-/// Opens the engine of a store for a task (RocksDB in the state directory, or memory).
+/// Opens the engine of a store for a task (RocksDB in the state directory, or memory); for a
+/// global store, the instance's one engine that every task reads.
 pub(crate) type EngineOpener<'a> =
     &'a mut dyn FnMut(
         &StoreSpec,
@@ -350,6 +351,19 @@ impl<'g> Instantiator<'g> {
             cache_bytes,
             stores: Vec::new(),
         }
+    }
+
+    /// The engine of the global store `name`, which every task of the instance shares.
+    pub(crate) fn global_store(
+        &mut self,
+        name: &str,
+    ) -> Result<Arc<dyn fjord_state::KeyValueBytesStore>, StreamsError> {
+        let spec = self.graph.store(name).cloned().ok_or_else(|| {
+            StreamsError::Topology(format!(
+                "no global store named `{name}`: add the global table to the builder"
+            ))
+        })?;
+        (self.opener)(&spec, self.task_id)
     }
 
     /// The store `name` of this task, opened on first use.

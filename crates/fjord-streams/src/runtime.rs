@@ -124,16 +124,18 @@ pub enum StreamsState {
     Error,
 }
 
-struct Shared {
-    config: StreamsConfig,
-    topology: Topology,
-    backend: Arc<dyn Backend>,
-    shutdown: AtomicBool,
+/// What the threads of an application share.
+pub(crate) struct Shared {
+    pub(crate) config: StreamsConfig,
+    pub(crate) topology: Topology,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) shutdown: AtomicBool,
     state: watch::Sender<StreamsState>,
     error: Mutex<Option<String>>,
     processed: AtomicU64,
-    /// Changelog records replayed into stores.
-    restored: AtomicU64,
+    /// Changelog records replayed into stores, and records read into global stores while
+    /// bootstrapping them.
+    pub(crate) restored: AtomicU64,
     committed: AtomicU64,
     /// Commits that failed and were rolled back to the last committed state.
     failed_commits: AtomicU64,
@@ -142,8 +144,9 @@ struct Shared {
     process_id: String,
     /// Threads that have their assignment and are processing.
     running_threads: Mutex<BTreeSet<usize>>,
-    /// The stores' engines: opened per task, and readable by interactive queries.
-    stores: Arc<crate::state::StoreEngines>,
+    /// The stores' engines: opened per task (global stores by the global stream thread), and
+    /// readable by interactive queries.
+    pub(crate) stores: Arc<crate::state::StoreEngines>,
 }
 
 /// A running streams application (Kafka's `KafkaStreams`).
@@ -205,13 +208,23 @@ impl Streams {
         })
     }
 
-    /// Checks the source topics, creates the internal topics, and starts the stream threads.
+    /// Checks the source topics, creates the internal topics, bootstraps the global stores (if
+    /// the topology has global tables), and starts the stream threads.
     pub async fn start(&mut self) -> Result<(), StreamsError> {
         if *self.shared.state.borrow() != StreamsState::Created {
             return Err(StreamsError::IllegalState("start() can only be called once".into()));
         }
         self.create_internal_topics().await?;
         self.shared.state.send_replace(StreamsState::Rebalancing);
+        match crate::global_thread::start(&self.shared).await {
+            Ok(Some(global)) => self.threads.push(global),
+            Ok(None) => {}
+            Err(e) => {
+                *self.shared.error.lock() = Some(e.to_string());
+                self.shared.state.send_replace(StreamsState::Error);
+                return Err(e);
+            }
+        }
         for index in 0..self.shared.config.num_stream_threads {
             let shared = self.shared.clone();
             let name = format!("{}-StreamThread-{}", shared.config.application_id, index + 1);
@@ -359,7 +372,8 @@ impl Streams {
     }
 
     /// Changelog records replayed into state stores so far (on start and when tasks moved
-    /// here): after a clean stop with local state kept, only what the local stores missed.
+    /// here), and records read into global stores while bootstrapping them: after a clean stop
+    /// with local state kept, only what the local stores missed.
     pub fn records_restored(&self) -> u64 {
         self.shared.restored.load(Ordering::Relaxed)
     }
@@ -554,7 +568,7 @@ fn run_thread(shared: Arc<Shared>, index: usize, name: String) {
     }
 }
 
-fn fail(shared: &Shared, thread: &str, error: StreamsError) {
+pub(crate) fn fail(shared: &Shared, thread: &str, error: StreamsError) {
     tracing::error!(thread, error = %error, "stream thread failed");
     shared.error.lock().get_or_insert_with(|| format!("{thread}: {error}"));
     shared.state.send_replace(StreamsState::Error);

@@ -77,12 +77,22 @@ pub struct StoreSpec {
     /// Whether the store has a changelog topic (on by default; without one, state is lost when
     /// a task moves or a memory store restarts).
     pub logged: bool,
+    /// For a global store (a `GlobalKTable`'s): the topic every instance mirrors into it, all
+    /// partitions; the topic is its changelog.
+    pub global_topic: Option<String>,
 }
 
 impl StoreSpec {
     /// A persistent, cached, logged store.
     pub fn new(name: impl Into<String>, kind: StoreKind) -> Self {
-        StoreSpec { name: name.into(), kind, persistent: true, cached: true, logged: true }
+        StoreSpec {
+            name: name.into(),
+            kind,
+            persistent: true,
+            cached: true,
+            logged: true,
+            global_topic: None,
+        }
     }
 
     /// The changelog topic's name without the application id prefix.
@@ -531,8 +541,12 @@ impl<K: 'static, V: 'static> StoreView<K, V> {
         self.value_serde.deserialize(bytes).map_err(|e| self.error(e))
     }
 
-    fn engines(&self) -> Vec<(crate::TaskId, Arc<dyn KeyValueBytesStore>)> {
-        self.engines.engines(&self.name)
+    /// The engines to read: the global store's, or those of the tasks running here.
+    fn engines(&self) -> Vec<Arc<dyn KeyValueBytesStore>> {
+        match self.engines.global(&self.name) {
+            Some(engine) => vec![engine],
+            None => self.engines.engines(&self.name).into_iter().map(|(_, e)| e).collect(),
+        }
     }
 }
 
@@ -551,15 +565,16 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
         ReadOnlyKeyValueStore(StoreView::new(name, engines, key_serde, value_serde))
     }
 
-    /// The tasks of this instance whose stores it reads now.
+    /// The tasks of this instance whose stores it reads now (none for a global store, which
+    /// every instance holds in full).
     pub fn tasks(&self) -> Vec<crate::TaskId> {
-        self.0.engines().into_iter().map(|(t, _)| t).collect()
+        self.0.engines.engines(&self.0.name).into_iter().map(|(t, _)| t).collect()
     }
 
     /// The value of a key, if a task here holds it.
     pub fn get(&self, key: &K) -> Result<Option<V>, StreamsError> {
         let bytes = self.0.key_bytes(key)?;
-        for (_, engine) in self.0.engines() {
+        for engine in self.0.engines() {
             if let Some(v) = engine.get(&bytes).map_err(|e| self.0.error(e))? {
                 return self.0.value(&v).map(Some);
             }
@@ -570,7 +585,7 @@ impl<K: 'static, V: 'static> ReadOnlyKeyValueStore<K, V> {
     /// Every pair held here, in the order of the serialized keys.
     pub fn all(&self) -> Result<Vec<(K, V)>, StreamsError> {
         let mut rows = BTreeMap::new();
-        for (_, engine) in self.0.engines() {
+        for engine in self.0.engines() {
             for pair in
                 engine.range(Bound::Unbounded, Bound::Unbounded).map_err(|e| self.0.error(e))?
             {
@@ -617,7 +632,7 @@ impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
         time_to: i64,
     ) -> Result<Vec<(i64, V)>, StreamsError> {
         let bytes = self.view.key_bytes(key)?;
-        for (_, engine) in self.view.engines() {
+        for engine in self.view.engines() {
             let layout = crate::window::window_layout(engine, self.retention_ms);
             let rows = layout.fetch(&bytes, time_from, time_to).map_err(|e| self.view.error(e))?;
             if !rows.is_empty() {
@@ -658,7 +673,7 @@ impl<K: 'static, V: 'static> ReadOnlySessionStore<K, V> {
     /// `SessionStore.fetch`), if a task here holds the key.
     pub fn fetch(&self, key: &K) -> Result<Vec<(crate::Window, V)>, StreamsError> {
         let bytes = self.view.key_bytes(key)?;
-        for (_, engine) in self.view.engines() {
+        for engine in self.view.engines() {
             let layout = crate::window::session_layout(engine, self.retention_ms);
             let rows = layout.fetch(&bytes).map_err(|e| self.view.error(e))?;
             if !rows.is_empty() {
@@ -679,6 +694,8 @@ pub(crate) struct StoreEngines {
     state_dir: std::path::PathBuf,
     rocksdb: fjord_state::RocksDbEnv,
     open: parking_lot::Mutex<Vec<OpenEngine>>,
+    /// The global stores, by name: opened by the global stream thread.
+    global: parking_lot::Mutex<BTreeMap<String, Arc<dyn KeyValueBytesStore>>>,
 }
 
 impl StoreEngines {
@@ -687,6 +704,7 @@ impl StoreEngines {
             state_dir: state_dir.to_path_buf(),
             rocksdb: fjord_state::RocksDbEnv::new(memory),
             open: parking_lot::Mutex::new(Vec::new()),
+            global: parking_lot::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -698,6 +716,15 @@ impl StoreEngines {
         spec: &StoreSpec,
         task: crate::TaskId,
     ) -> Result<Arc<dyn KeyValueBytesStore>, StreamsError> {
+        if spec.global_topic.is_some() {
+            // Tasks read a global store; the global stream thread opened it before they start.
+            return self.global(&spec.name).ok_or_else(|| {
+                StreamsError::IllegalState(format!(
+                    "global store `{}` is not open: the global stream thread has not started",
+                    spec.name
+                ))
+            });
+        }
         let engine: Arc<dyn KeyValueBytesStore> = if spec.persistent {
             let dir = self.state_dir.join(task.to_string()).join(&spec.name);
             Arc::new(self.open_rocksdb(spec, &dir)?)
@@ -733,6 +760,32 @@ impl StoreEngines {
                 }
             }
         }
+    }
+
+    /// Opens a global store: RocksDB in `<state.dir>/global/<store>` (keeping what an earlier
+    /// run read, with the offsets it read up to), else memory. Blocks.
+    pub(crate) fn open_global(
+        &self,
+        spec: &StoreSpec,
+    ) -> Result<Arc<dyn KeyValueBytesStore>, StreamsError> {
+        let engine: Arc<dyn KeyValueBytesStore> = if spec.persistent {
+            let dir = self.state_dir.join("global").join(&spec.name);
+            Arc::new(self.open_rocksdb(spec, &dir)?)
+        } else {
+            Arc::new(fjord_state::InMemoryStore::new(spec.name.clone()))
+        };
+        self.global.lock().insert(spec.name.clone(), engine.clone());
+        Ok(engine)
+    }
+
+    /// A global store open here.
+    pub(crate) fn global(&self, store: &str) -> Option<Arc<dyn KeyValueBytesStore>> {
+        self.global.lock().get(store).cloned()
+    }
+
+    /// Forgets the global stores (the global stream thread stopped).
+    pub(crate) fn close_global(&self) {
+        self.global.lock().clear();
     }
 
     /// The memory the RocksDB stores of this process use, against their budget.

@@ -155,6 +155,7 @@ pub(crate) fn add_store<K, V>(
         persistent: materialized.persistent,
         cached: materialized.cached,
         logged: materialized.logged,
+        global_topic: None,
     };
     if spec.logged {
         s.graph.internal_topics.push(InternalTopic {
@@ -406,6 +407,32 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
     }
 }
 
+/// Forwards a stream-table join's result with the stream record's key, timestamp and headers.
+/// An inner join without a result drops the record; one whose (mapped) key is null is counted,
+/// as Kafka does.
+pub(crate) fn forward_joined<K: Clone + 'static, V, VR: Clone + 'static>(
+    ctx: &mut TaskContext,
+    children: &Children<K, VR>,
+    node: &str,
+    record: Record<K, V>,
+    joined: Option<VR>,
+    null_key: bool,
+) {
+    match joined {
+        Some(value) => {
+            let out = Record {
+                key: record.key,
+                value,
+                timestamp: record.timestamp,
+                headers: record.headers,
+            };
+            children.forward(ctx, out);
+        }
+        None if null_key => ctx.skip_record(node, "null-key"),
+        None => {}
+    }
+}
+
 /// Looks each stream record's key up in a table's store.
 struct StreamTableJoinNode<K, V, VT, VR, F> {
     name: Arc<str>,
@@ -431,22 +458,9 @@ where
                 Err(e) => return ctx.fail(e),
             }
         };
-        match (self.joiner)(&record.value, row.as_ref()) {
-            Some(value) => {
-                let out = Record {
-                    key: record.key,
-                    value,
-                    timestamp: record.timestamp,
-                    headers: record.headers,
-                };
-                self.children.forward(ctx, out);
-            }
-            // An inner join drops a record without a key, as Kafka does, and counts it.
-            None if row.is_none() && self.table.key_serde.is_null(&record.key) => {
-                ctx.skip_record(&self.name, "null-key")
-            }
-            None => {}
-        }
+        let null_key = row.is_none() && self.table.key_serde.is_null(&record.key);
+        let joined = (self.joiner)(&record.value, row.as_ref());
+        forward_joined(ctx, &self.children, &self.name, record, joined, null_key);
     }
 }
 

@@ -69,6 +69,17 @@ impl Topology {
                 }
             }
         }
+        // A global table's topic is read by nothing else.
+        for spec in &graph.stores {
+            if let Some(topic) = &spec.global_topic
+                && let Some(other) = read_by.insert(topic, &spec.name)
+            {
+                errors.push(format!(
+                    "topic `{topic}` is read by global table `{}` and by `{other}`: read it once (join with the global table instead)",
+                    spec.name
+                ));
+            }
+        }
         if graph.nodes.is_empty() {
             errors.push("the topology is empty: add at least one stream".into());
         }
@@ -218,6 +229,16 @@ impl Topology {
         &self.graph.stores
     }
 
+    /// The global stores (the `GlobalKTable`s) of the topology.
+    pub fn global_stores(&self) -> impl Iterator<Item = &Arc<crate::state::StoreSpec>> {
+        self.graph.stores.iter().filter(|s| s.global_topic.is_some())
+    }
+
+    /// The global store that mirrors `topic`, if any.
+    pub fn global_store_of(&self, topic: &str) -> Option<&Arc<crate::state::StoreSpec>> {
+        self.global_stores().find(|s| s.global_topic.as_deref() == Some(topic))
+    }
+
     /// The real name of a topic for an application (internal ones are prefixed).
     pub fn resolve_topic(&self, application_id: &str, name: &str) -> String {
         self.graph.resolve_topic(application_id, name)
@@ -266,6 +287,10 @@ impl Topology {
     /// The topology in Kafka's `TopologyDescription` text form.
     pub fn describe(&self) -> String {
         let mut out = String::from("Topologies:\n");
+        for spec in self.global_stores() {
+            let topic = spec.global_topic.as_deref().unwrap_or_default();
+            let _ = writeln!(out, "   Global store: {} (topic: {topic})", spec.name);
+        }
         for sub in &self.subtopologies {
             let _ = writeln!(out, "   Sub-topology: {}", sub.id);
             for &id in &sub.nodes {

@@ -350,3 +350,56 @@ fn timestamp_extractors_set_record_time_and_negative_ones_drop_the_record() {
     assert!(output.is_empty());
     assert_eq!(d.dropped_records(), 1);
 }
+
+#[test]
+fn stream_joins_with_a_global_table_on_a_mapped_key() {
+    let builder = StreamsBuilder::new();
+    let products = builder.global_table(
+        "products",
+        strings(),
+        fjord_streams::Materialized::named("products").in_memory(),
+    );
+    let orders = builder.stream("orders", strings());
+    orders
+        .join_global(&products, |_, product| product.clone(), |p, name| format!("{p}={name}"))
+        .to("inner");
+    orders
+        .left_join_global(
+            &products,
+            |_, product| product.clone(),
+            |p, name| format!("{p}={}", name.map_or("?", String::as_str)),
+        )
+        .to("left");
+    let topology = builder.build().unwrap();
+    assert!(topology.describe().contains("Global store: products (topic: products)"));
+    let d = TopologyTestDriver::new(topology, DriverConfig::default());
+    let mut products = d.input_topic("products", Serdes::string(), Serdes::string());
+    let mut orders = d.input_topic("orders", Serdes::string(), Serdes::string());
+    let inner = d.output_topic("inner", Serdes::string(), Serdes::string());
+    let left = d.output_topic("left", Serdes::string(), Serdes::string());
+    products.pipe_input("p1".into(), "apple".into(), 0).unwrap();
+    orders.pipe_input("o1".into(), "p1".into(), 1).unwrap();
+    orders.pipe_input("o2".into(), "p2".into(), 2).unwrap();
+    assert_eq!(inner.read_key_values().unwrap(), vec![("o1".into(), "p1=apple".into())]);
+    assert_eq!(
+        left.read_key_values().unwrap(),
+        vec![("o1".into(), "p1=apple".into()), ("o2".into(), "p2=?".into())]
+    );
+}
+
+#[test]
+fn a_global_table_rejects_serdes_in_materialized_and_a_topic_read_twice() {
+    let builder = StreamsBuilder::new();
+    builder.global_table(
+        "products",
+        strings(),
+        fjord_streams::Materialized::with(Serdes::string(), Serdes::string()),
+    );
+    let err = builder.build().unwrap_err().to_string();
+    assert!(err.contains("uses the serdes of Consumed"), "{err}");
+    let builder = StreamsBuilder::new();
+    builder.global_table("products", strings(), fjord_streams::Materialized::named("p"));
+    builder.stream("products", strings()).to("out");
+    let err = builder.build().unwrap_err().to_string();
+    assert!(err.contains("read by global table `p`"), "{err}");
+}

@@ -672,3 +672,126 @@ async fn session_counts_survive_a_restart_and_merge_with_restored_sessions() {
     await_sessions(&broker, "sessions", base, &expected).await;
     streams.close().await.unwrap();
 }
+
+/// Two instances of one application on one broker, each with its own state directory.
+async fn start_instance(
+    broker: &Broker,
+    topology: fjord_streams::Topology,
+    app: &str,
+    dir: &std::path::Path,
+) -> Streams {
+    let mut streams = Streams::new(
+        topology,
+        Arc::new(EmbeddedBackend::new(broker)),
+        StreamsConfig { state_dir: dir.to_path_buf(), ..config(app, dir) },
+    )
+    .unwrap();
+    streams.start().await.unwrap();
+    streams
+}
+
+fn enrich_orders() -> fjord_streams::Topology {
+    let builder = StreamsBuilder::new();
+    let customers = builder.global_table(
+        "customers",
+        Consumed::with(Serdes::string(), Serdes::string()),
+        Materialized::named("customers"),
+    );
+    builder
+        .stream("orders", Consumed::with(Serdes::string(), Serdes::string()))
+        .join_global(
+            &customers,
+            |_, customer| customer.clone(),
+            |order, name| format!("{order}:{name}"),
+        )
+        .to("enriched");
+    builder.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_table_is_held_in_full_by_every_instance_and_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    // The table's topic has more partitions than the stream's: no co-partitioning needed.
+    admin.create_topic(NewTopic::new("customers", 5)).await.unwrap();
+    admin.create_topic(NewTopic::new("orders", 2)).await.unwrap();
+    admin.create_topic(NewTopic::new("enriched", 2)).await.unwrap();
+    let customers = |range: std::ops::Range<u32>| -> Vec<(String, String)> {
+        range.map(|i| (format!("c{i}"), format!("name-{i}"))).collect()
+    };
+    produce(&broker, "customers", &customers(0..20)).await;
+    // A later value replaces an earlier one; a tombstone deletes the row.
+    produce(&broker, "customers", &[("c3".into(), "renamed-3".into())]).await;
+    let producer = Producer::new(&broker, ProducerConfig::default()).unwrap();
+    let tombstone = ProducerRecord { value: None, ..ProducerRecord::new("customers", b"") };
+    producer.send(tombstone.key(b"c4")).await.unwrap();
+    producer.close().await.unwrap();
+    let mut table: BTreeMap<String, String> = customers(0..20).into_iter().collect();
+    table.insert("c3".into(), "renamed-3".into());
+    table.remove("c4");
+
+    let a = start_instance(&broker, enrich_orders(), "enrich", &dir.path().join("a")).await;
+    let b = start_instance(&broker, enrich_orders(), "enrich", &dir.path().join("b")).await;
+    // start() returns once the global store is bootstrapped: every row is there at once, on
+    // every instance, whichever stream partitions it gets.
+    for streams in [&a, &b] {
+        let store = streams.key_value_store("customers", Serdes::string(), Serdes::string());
+        let rows: BTreeMap<String, String> = store.unwrap().all().unwrap().into_iter().collect();
+        assert_eq!(rows, table);
+        assert_eq!(streams.records_restored(), 22, "20 rows, an update and a tombstone");
+    }
+    for streams in [&a, &b] {
+        streams.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
+    }
+    // Orders for customers c0..c24: those of c4 (deleted) and c20.. (unknown) are dropped.
+    let orders: Vec<(String, String)> =
+        (0..100).map(|i| (format!("o{i}"), format!("c{}", i % 25))).collect();
+    produce(&broker, "orders", &orders).await;
+    let expected: BTreeMap<String, String> = orders
+        .iter()
+        .filter_map(|(o, c)| table.get(c).map(|name| (o.clone(), format!("{c}:{name}"))))
+        .collect();
+    let out = read_n(&broker, "enriched", expected.len()).await;
+    let got: BTreeMap<String, String> =
+        out.iter().map(|r| (text(&r.key), text(&r.value))).collect();
+    assert_eq!(got, expected);
+    // The global thread keeps the store up to date after the bootstrap.
+    produce(&broker, "customers", &[("c50".into(), "late".into())]).await;
+    let store = b.key_value_store("customers", Serdes::string(), Serdes::string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.get(&"c50".to_string()).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the global store did not see the new row");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    assert!(dir.path().join("a/global/customers/CURRENT").exists());
+
+    // A restart with the local state kept reads only what was appended since.
+    produce(&broker, "customers", &customers(20..25)).await;
+    let a = start_instance(&broker, enrich_orders(), "enrich", &dir.path().join("a")).await;
+    assert_eq!(a.records_restored(), 5, "only the five new rows were read");
+    let rows = a.key_value_store("customers", Serdes::string(), Serdes::string()).unwrap();
+    assert_eq!(rows.all().unwrap().len(), table.len() + 1 + 5);
+    assert_eq!(rows.get(&"c22".to_string()).unwrap(), Some("name-22".to_string()));
+    assert!(rows.tasks().is_empty(), "a global store belongs to no task");
+    a.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_global_table_topic_is_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    Admin::new(&broker).create_topic(NewTopic::new("orders", 1)).await.unwrap();
+    let mut streams = Streams::new(
+        enrich_orders(),
+        Arc::new(EmbeddedBackend::new(&broker)),
+        config("no-customers", dir.path()),
+    )
+    .unwrap();
+    let err = streams.start().await.unwrap_err().to_string();
+    assert!(err.contains("topic `customers` of global table `customers` does not exist"), "{err}");
+    assert_eq!(streams.state(), StreamsState::Error);
+    assert!(streams.error().is_some());
+}
