@@ -447,23 +447,25 @@ fn expected(events: u64) -> Expected {
     Expected { counts, windows }
 }
 
-/// Checks that nothing is missing; returns how many output records are duplicates.
+/// Checks that nothing is lost: every event joined, each user's final count and each
+/// window's final sum at least what the events make (at-least-once may count an event twice,
+/// and then skip an intermediate count: a changelog record written before a crash and its
+/// output record not). Returns how many output records are beyond one clean run's.
 fn check_no_loss(outputs: &Outputs, events: u64) -> usize {
     let expected = expected(events);
-    let mut duplicates = 0;
+    let mut extra = 0;
     for (user, n) in &expected.counts {
-        let mut seen = outputs.counts.get(user).cloned().unwrap_or_default();
-        seen.sort_unstable();
-        for c in 1..=*n {
-            assert!(seen.binary_search(&c).is_ok(), "count {c} of {user} is missing");
-        }
-        duplicates += seen.len() - *n as usize;
+        let seen = outputs.counts.get(user).map_or(&[][..], Vec::as_slice);
+        let last = seen.iter().max().copied().unwrap_or(0);
+        assert!(last >= *n, "{user}: counted {last} of {n} events");
+        extra += seen.len().saturating_sub(*n as usize);
     }
     assert_eq!(outputs.counts.len(), expected.counts.len(), "counts for unknown users");
-    for (window, (n, _)) in &expected.windows {
-        let seen = outputs.window_sums.get(window).map_or(0, Vec::len);
-        assert!(seen >= *n, "{window}: {seen} of {n} updates");
-        duplicates += seen - n;
+    for (window, (n, sum)) in &expected.windows {
+        let seen = outputs.window_sums.get(window).map_or(&[][..], Vec::as_slice);
+        let last = seen.iter().max().copied().unwrap_or(0);
+        assert!(last >= *sum, "{window}: summed {last} of {sum}");
+        extra += seen.len().saturating_sub(*n);
     }
     for i in 0..events {
         let (_, user, _) = event(i);
@@ -471,9 +473,9 @@ fn check_no_loss(outputs: &Outputs, events: u64) -> usize {
         for name in names {
             assert!(name == "-" || *name == user_name(user), "order {i} joined with {name}");
         }
-        duplicates += names.len() - 1;
+        extra += names.len() - 1;
     }
-    duplicates
+    extra
 }
 
 /// Checks that the outputs are exactly those of one clean run.
@@ -503,7 +505,7 @@ fn crash_test(guarantee: ProcessingGuarantee, events: u64, kills: u32, max_run_m
     assert!(kills == 0 || done.too_late < kills, "no kill came before the job finished: {done:?}");
     let outputs = read_outputs(dir.path());
     let duplicates = check_no_loss(&outputs, events);
-    println!("{guarantee:?}: {duplicates} duplicate output records");
+    println!("{guarantee:?}: {duplicates} output records beyond one clean run's");
     if guarantee == ProcessingGuarantee::ExactlyOnce {
         check_exactly_once(&outputs, events);
     }
