@@ -12,6 +12,7 @@ pub mod driver;
 mod dsl;
 mod error;
 mod graph;
+mod join;
 mod node;
 pub mod processor;
 mod record;
@@ -32,6 +33,7 @@ pub use dsl::{
 pub use error::{ErrorAction, StreamsError};
 pub use fjord_state::{MemoryConfig, MemoryUsage};
 pub use graph::{InternalTopic, InternalTopicKind};
+pub use join::{JoinWindows, StreamJoined};
 pub use node::{Emitter, RawRecord, RecordCollector};
 pub use processor::{Processor, ProcessorContext, PunctuationType, ScheduleId};
 pub use record::{Header, Headers, Record};

@@ -56,7 +56,7 @@ pub struct TimeWindows {
     grace_ms: i64,
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
