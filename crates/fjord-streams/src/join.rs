@@ -360,25 +360,27 @@ impl<K: Clone + 'static, V: Clone + 'static> KStream<K, V> {
             other.value_serde.clone(),
             what,
         );
-        let outer = kind != JoinKind::Inner;
-        let shared = outer.then(|| {
-            let m = Materialized::<Vec<u8>, Vec<u8>> {
-                name: Some(format!("{base}-outer-shared-join-store")),
-                persistent: joined.persistent,
-                logged: joined.logged,
-                ..Materialized::with(Serdes::bytes(), Serdes::bytes())
-            };
-            add_store(state, m, StoreKind::KeyValue, None, None, what)
-        });
-        let (Some((left, key_serde, left_serde)), Some((right, _, right_serde)), Some(shared)) = (
-            left,
-            right,
-            shared.unwrap_or(Some((String::new(), Serdes::bytes(), Serdes::bytes()))),
-        ) else {
+        // The shared store of non-joined records, for left and outer joins: `Some(None)` for an
+        // inner join, `None` if it could not be added (a build error was recorded).
+        let shared = match kind {
+            JoinKind::Inner => Some(None),
+            JoinKind::Left | JoinKind::Outer => {
+                let m = Materialized::<Vec<u8>, Vec<u8>> {
+                    name: Some(format!("{base}-outer-shared-join-store")),
+                    persistent: joined.persistent,
+                    logged: joined.logged,
+                    ..Materialized::with(Serdes::bytes(), Serdes::bytes())
+                };
+                add_store(state, m, StoreKind::KeyValue, None, None, what)
+                    .map(|(name, ..)| Some(name))
+            }
+        };
+        let (Some((left, key_serde, left_serde)), Some((right, _, right_serde)), Some(shared)) =
+            (left, right, shared)
+        else {
             let failed: KTable<K, VR> = failed_table::<K, V, K, VR>(state, node_kind, this.node);
             return this.derive(failed.node, false);
         };
-        let shared = outer.then_some(shared.0);
         let this_side = tag(&this, "JOINTHIS", JoinSide::<V, V2>::Left);
         let other_side = tag(&other, "JOINOTHER", JoinSide::<V, V2>::Right);
         let joiner = Arc::new(joiner);
