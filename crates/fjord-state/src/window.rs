@@ -28,11 +28,20 @@
 //! kept in memory only; after a restart it advances again with the puts (or
 //! [`WindowStore::observe`]).
 //!
-//! One value per (key, window start): Kafka's `retainDuplicates` (for stream-stream joins) is
-//! not supported by this layout.
+//! # Duplicates
+//!
+//! A store made with [`WindowStore::with_duplicates`] keeps every put (Kafka's
+//! `retainDuplicates`, for the buffers of stream-stream joins, where one key can have several
+//! records with the same timestamp): each key gets a 4-byte big-endian sequence number after the
+//! window start, so puts of the same (key, start) never overwrite each other and `fetch` returns
+//! them in put order. The sequence is per store object: it starts after the largest number the
+//! store holds (one scan of the store at the first put, so that a reopened store never reuses a
+//! key), and wraps around after `u32::MAX` puts.
 
 use std::ops::Bound;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::segments::{Segments, encode_i64, push_key, read_i64, read_key};
 use crate::{KeyValueBytesStore, StoreError, WriteBatch};
@@ -46,7 +55,12 @@ pub type WindowEntry = (Vec<u8>, i64, Vec<u8>);
 /// caller applies with [`KeyValueBytesStore::write`] (with its changelog offset).
 pub struct WindowStore {
     segments: Segments,
+    /// With duplicates: the next sequence number, once the store was scanned for it.
+    duplicates: Option<Mutex<Option<u32>>>,
 }
+
+/// The length of the sequence number after the window start of a store with duplicates.
+const SEQ_LEN: usize = 4;
 
 impl std::fmt::Debug for WindowStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,7 +81,29 @@ impl WindowStore {
         retention_ms: i64,
         segment_interval_ms: i64,
     ) -> Self {
-        Self { segments: Segments::new(inner, retention_ms, segment_interval_ms) }
+        Self { segments: Segments::new(inner, retention_ms, segment_interval_ms), duplicates: None }
+    }
+
+    /// A window store that keeps every put, duplicates of a (key, window start) included (see
+    /// the module docs).
+    pub fn with_duplicates(
+        inner: Arc<dyn KeyValueBytesStore>,
+        retention_ms: i64,
+        segment_interval_ms: i64,
+    ) -> Self {
+        Self {
+            duplicates: Some(Mutex::new(None)),
+            ..Self::new(inner, retention_ms, segment_interval_ms)
+        }
+    }
+
+    /// Whether it keeps duplicates.
+    pub fn retains_duplicates(&self) -> bool {
+        self.duplicates.is_some()
+    }
+
+    fn suffix_len(&self) -> usize {
+        if self.duplicates.is_some() { SEQ_LEN } else { 0 }
     }
 
     /// The underlying store.
@@ -109,9 +145,79 @@ impl WindowStore {
         out
     }
 
+    /// The store key a put of `(key, window start)` writes: [`Self::encode_key`], or with
+    /// duplicates a new key with the next sequence number (the first call scans the store for
+    /// the largest one it holds).
+    pub fn put_key(&self, key: &[u8], window_start: i64) -> Result<Vec<u8>, StoreError> {
+        let mut out = self.encode_key(key, window_start);
+        if let Some(next) = &self.duplicates {
+            let mut next = next.lock();
+            let seq = match *next {
+                Some(seq) => seq,
+                None => self.first_free_seq()?,
+            };
+            *next = Some(seq.wrapping_add(1));
+            out.extend_from_slice(&seq.to_be_bytes());
+        }
+        Ok(out)
+    }
+
+    /// One more than the largest sequence number in the store (0 when empty).
+    fn first_free_seq(&self) -> Result<u32, StoreError> {
+        let mut max = None;
+        for item in self.segments.inner.range(Bound::Unbounded, Bound::Unbounded)? {
+            let (stored, _) = item?;
+            let seq = stored
+                .len()
+                .checked_sub(SEQ_LEN)
+                .and_then(|at| stored.get(at..))
+                .and_then(|b| <[u8; SEQ_LEN]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| self.segments.corrupt("window key shorter than its sequence"))?;
+            max = Some(max.map_or(seq, |m: u32| m.max(seq)));
+        }
+        Ok(max.map_or(0, |m| m.wrapping_add(1)))
+    }
+
     /// The `(key, window start)` of a store key.
     pub fn decode_key(&self, stored: &[u8]) -> Result<(Vec<u8>, i64), StoreError> {
-        decode(stored).ok_or_else(|| self.segments.corrupt("malformed window key"))
+        stored
+            .len()
+            .checked_sub(self.suffix_len())
+            .and_then(|end| decode(&stored[..end]))
+            .ok_or_else(|| self.segments.corrupt("malformed window key"))
+    }
+
+    /// The window start of a store key, without copying its key.
+    pub fn decode_start(&self, stored: &[u8]) -> Result<i64, StoreError> {
+        stored
+            .len()
+            .checked_sub(8 + self.suffix_len())
+            .and_then(|at| read_i64(stored, at))
+            .ok_or_else(|| self.segments.corrupt("malformed window key"))
+    }
+
+    /// The inclusive bounds of the store keys of `key`'s windows that start in
+    /// `[time_from, time_to]` within one segment: for readers that merge a cache of their own
+    /// over the store (the segments to read are `segment_id(time_from)..=segment_id(time_to)`).
+    pub fn segment_range(
+        &self,
+        segment: i64,
+        key: &[u8],
+        time_from: i64,
+        time_to: i64,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut prefix = Vec::with_capacity(8 + 4 + key.len() + 8 + SEQ_LEN);
+        prefix.extend_from_slice(&encode_i64(segment));
+        push_key(&mut prefix, key);
+        let mut lower = prefix.clone();
+        lower.extend_from_slice(&encode_i64(time_from));
+        let mut upper = prefix;
+        upper.extend_from_slice(&encode_i64(time_to));
+        if self.duplicates.is_some() {
+            upper.extend_from_slice(&[0xff; SEQ_LEN]);
+        }
+        (lower, upper)
     }
 
     /// Whether a window with this start is expired (see the module docs).
@@ -121,26 +227,33 @@ impl WindowStore {
 
     /// Stages a put (`Some`) or delete (`None`) of the window of `key` starting at
     /// `window_start`, and advances the observed stream time to it. Returns false, staging
-    /// nothing, if the window is already expired.
+    /// nothing, if the window is already expired, or for a delete in a store with duplicates
+    /// (as Kafka's, such a store ignores null puts).
     pub fn put(
         &self,
         batch: &mut WriteBatch,
         key: &[u8],
         window_start: i64,
         value: Option<&[u8]>,
-    ) -> bool {
+    ) -> Result<bool, StoreError> {
         self.segments.observe(window_start);
-        if self.is_expired(window_start) {
-            return false;
+        if self.is_expired(window_start) || (value.is_none() && self.retains_duplicates()) {
+            return Ok(false);
         }
-        self.segments.note_segment(self.segment_id(window_start));
-        batch.put_or_delete(self.encode_key(key, window_start), value.map(<[u8]>::to_vec));
-        true
+        self.note_put(window_start);
+        batch.put_or_delete(self.put_key(key, window_start)?, value.map(<[u8]>::to_vec));
+        Ok(true)
     }
 
-    /// The value of one window.
+    /// Notes a write of a window with this start made outside [`Self::put`] (through a cache
+    /// over the store), so that [`Self::expire`] knows its segment may hold data.
+    pub fn note_put(&self, window_start: i64) {
+        self.segments.note_segment(self.segment_id(window_start));
+    }
+
+    /// The value of one window (in a store with duplicates: none, use [`Self::fetch`]).
     pub fn get(&self, key: &[u8], window_start: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.is_expired(window_start) {
+        if self.is_expired(window_start) || self.retains_duplicates() {
             return Ok(None);
         }
         self.segments.inner.get(&self.encode_key(key, window_start))
@@ -161,12 +274,12 @@ impl WindowStore {
         }
         let (first, last) = (self.segment_id(from), self.segment_id(time_to));
         self.segments.for_each_segment(first, last, |segment| {
-            let (lower, upper) = self.segment_bounds(segment, key, from, time_to);
+            let (lower, upper) = self.segment_range(segment, key, from, time_to);
             for item in
                 self.segments.inner.range(Bound::Included(&lower), Bound::Included(&upper))?
             {
                 let (stored, value) = item?;
-                out.push((self.window_start(&stored)?, value));
+                out.push((self.decode_start(&stored)?, value));
             }
             Ok(())
         })?;
@@ -181,24 +294,8 @@ impl WindowStore {
         let from = time_from.max(self.segments.live_from());
         self.segments
             .span(from, time_to)
-            .map(|segment| self.segment_bounds(segment, key, from, time_to))
+            .map(|segment| self.segment_range(segment, key, from, time_to))
             .collect()
-    }
-
-    /// The window start of a store key.
-    pub fn window_start(&self, stored: &[u8]) -> Result<i64, StoreError> {
-        read_i64(stored, stored.len().saturating_sub(8))
-            .ok_or_else(|| self.segments.corrupt("malformed window key"))
-    }
-
-    fn segment_bounds(&self, segment: i64, key: &[u8], from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
-        let mut lower = Vec::with_capacity(8 + 4 + key.len() + 8);
-        lower.extend_from_slice(&encode_i64(segment));
-        push_key(&mut lower, key);
-        let mut upper = lower.clone();
-        lower.extend_from_slice(&encode_i64(from));
-        upper.extend_from_slice(&encode_i64(to));
-        (lower, upper)
     }
 
     /// The windows of every key with a start in `[time_from, time_to]`, as

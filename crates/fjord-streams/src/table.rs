@@ -622,7 +622,7 @@ impl<K: Clone + 'static, V: Clone + 'static> KTable<K, V> {
     }
 
     /// The table's updates as a stream of changes, for the operators below.
-    fn changes(&self) -> KStream<K, Change<V>> {
+    pub(crate) fn changes(&self) -> KStream<K, Change<V>> {
         KStream::<K, Change<V>> {
             state: self.state.clone(),
             node: self.node,

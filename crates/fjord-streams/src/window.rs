@@ -324,7 +324,7 @@ impl WindowedLayout {
     fn window(&self, stored: &[u8]) -> Result<Window, StoreError> {
         match self {
             WindowedLayout::Fixed { store, size_ms } => {
-                let start = store.window_start(stored)?;
+                let start = store.decode_start(stored)?;
                 Ok(Window { start, end: start.saturating_add(*size_ms) })
             }
             WindowedLayout::Session(store) => {

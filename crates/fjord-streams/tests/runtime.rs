@@ -528,13 +528,10 @@ async fn windowed_counts_are_queryable_by_key_and_time_range() {
 
 /// Clicks of users at the given times after `base` (a changelog's time-based retention would
 /// delete records from 1970).
-async fn produce_at(broker: &Broker, topic: &str, base: i64, records: &[(&str, i64)]) {
-    let producer = Producer::new(broker, ProducerConfig::default()).unwrap();
-    for (user, ts) in records {
-        let record = ProducerRecord::new(topic, b"x").key(user.as_bytes()).timestamp(base + *ts);
-        producer.send(record).await.unwrap();
-    }
-    producer.close().await.unwrap();
+async fn produce_clicks(broker: &Broker, topic: &str, base: i64, records: &[(&str, i64)]) {
+    let records: Vec<(&str, &str, i64)> =
+        records.iter().map(|(user, ts)| (*user, "x", base + ts)).collect();
+    produce_at(broker, topic, &records, None).await;
 }
 
 /// Reads session-windowed counts from the beginning until the table they leave (the latest
@@ -606,7 +603,7 @@ async fn session_counts_survive_a_restart_and_merge_with_restored_sessions() {
             as i64;
     // Two sessions each: ann's [1000, 1500] and [5000, 5000], bob's [1000, 1000] and
     // [3000, 3200].
-    produce_at(
+    produce_clicks(
         &broker,
         "clicks",
         base,
@@ -640,7 +637,7 @@ async fn session_counts_survive_a_restart_and_merge_with_restored_sessions() {
     // After the restart, records bridge the stored sessions: ann's at 2500, 3500 and 4500
     // join her two sessions into one (the restarted task's stream time is behind their
     // end), bob's at 2000 joins his.
-    produce_at(
+    produce_clicks(
         &broker,
         "clicks",
         base,
@@ -663,7 +660,7 @@ async fn session_counts_survive_a_restart_and_merge_with_restored_sessions() {
     streams.close().await.unwrap();
     // Rebuilt from the changelog alone, the sessions are the same.
     std::fs::remove_dir_all(dir.path().join("state")).unwrap();
-    produce_at(&broker, "clicks", base, &[("bob", 4_000)]).await;
+    produce_clicks(&broker, "clicks", base, &[("bob", 4_000)]).await;
     let streams = start().await;
     assert!(streams.records_restored() > 0, "the changelog was replayed");
     let mut expected = expected;
@@ -794,4 +791,98 @@ async fn a_missing_global_table_topic_is_reported_at_start() {
     assert!(err.contains("topic `customers` of global table `customers` does not exist"), "{err}");
     assert_eq!(streams.state(), StreamsState::Error);
     assert!(streams.error().is_some());
+}
+
+/// Sends `(key, value, timestamp)` records, to `partition` if given (else by key).
+async fn produce_at(
+    broker: &Broker,
+    topic: &str,
+    records: &[(&str, &str, i64)],
+    partition: Option<u32>,
+) {
+    let producer = Producer::new(broker, ProducerConfig::default()).unwrap();
+    for (k, v, t) in records {
+        let mut record = ProducerRecord::new(topic, v.as_bytes()).key(k.as_bytes()).timestamp(*t);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        producer.send(record).await.unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_stream_join_restarts_with_its_buffered_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    for topic in ["clicks", "views", "joined"] {
+        admin.create_topic(NewTopic::new(topic, 2)).await.unwrap();
+    }
+    let topology = || {
+        let builder = StreamsBuilder::new();
+        let views = builder.stream("views", Consumed::with(Serdes::string(), Serdes::string()));
+        builder
+            .stream("clicks", Consumed::with(Serdes::string(), Serdes::string()))
+            .left_join_stream(
+                &views,
+                |c, v| format!("{c}+{}", v.map_or("none", String::as_str)),
+                fjord_streams::JoinWindows::of_time_difference_with_no_grace(Duration::from_secs(
+                    1,
+                )),
+                fjord_streams::StreamJoined::default().with_store_name("clicks-views"),
+            )
+            .to("joined");
+        builder.build().unwrap()
+    };
+    let start = || async {
+        let mut streams = Streams::new(
+            topology(),
+            Arc::new(EmbeddedBackend::new(&broker)),
+            config("join", dir.path()),
+        )
+        .unwrap();
+        streams.start().await.unwrap();
+        streams.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
+        streams
+    };
+    let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+    let clicks: Vec<(&str, &str, i64)> =
+        keys.iter().map(|k| (k.as_str(), "click", 1_000)).collect();
+    let views = |range: std::ops::Range<usize>, t: i64| -> Vec<(&str, &str, i64)> {
+        keys[range].iter().map(|k| (k.as_str(), "view", t)).collect()
+    };
+    // First run: every click is buffered, five of them join at once.
+    produce_at(&broker, "clicks", &clicks, None).await;
+    produce_at(&broker, "views", &views(0..5, 1_000), None).await;
+    let streams = start().await;
+    read_n(&broker, "joined", 5).await;
+    streams.close().await.unwrap();
+    // A restart on the local RocksDB buffers: clicks from the first run still join.
+    let streams = start().await;
+    assert_eq!(streams.records_restored(), 0, "the local stores were up to date");
+    produce_at(&broker, "views", &views(5..8, 1_500), None).await;
+    read_n(&broker, "joined", 8).await;
+    streams.close().await.unwrap();
+    // Without the state directory, the buffers come back from their changelogs.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let streams = start().await;
+    assert!(streams.records_restored() >= 12, "the join buffers were replayed");
+    produce_at(&broker, "views", &views(8..10, 1_900), None).await;
+    // Stream time moves past the windows in both tasks: the clicks that never joined come
+    // out, once.
+    for p in 0..2 {
+        produce_at(&broker, "clicks", &[("tick", "tick", 10_000)], Some(p)).await;
+    }
+    let out = read_n(&broker, "joined", 12).await;
+    streams.close().await.unwrap();
+    let got: BTreeSet<(String, String)> =
+        out.iter().map(|r| (text(&r.key), text(&r.value))).collect();
+    let want: BTreeSet<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), if i < 10 { "click+view" } else { "click+none" }.to_string()))
+        .collect();
+    assert_eq!(out.len(), 12, "no result twice: {got:?}");
+    assert_eq!(got, want);
 }
