@@ -129,20 +129,19 @@ fn guarantee_name(g: ProcessingGuarantee) -> &'static str {
     }
 }
 
-/// A consumer outside any group, on every partition of `topic` from the beginning, reading
-/// committed records only.
-fn committed_reader(broker: &Broker, topic: &str) -> Consumer {
+/// A consumer outside any group, on `partitions` partitions of `topic` from the beginning.
+fn reader(broker: &Broker, topic: &str, partitions: u32, isolation: IsolationLevel) -> Consumer {
     let consumer = Consumer::new(
         broker,
         ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
-            isolation_level: IsolationLevel::ReadCommitted,
+            isolation_level: isolation,
             ..ConsumerConfig::default()
         },
     )
     .unwrap();
     consumer
-        .assign(&(0..PARTITIONS).map(|p| TopicPartition::new(topic, p)).collect::<Vec<_>>())
+        .assign(&(0..partitions).map(|p| TopicPartition::new(topic, p)).collect::<Vec<_>>())
         .unwrap();
     consumer
 }
@@ -172,11 +171,11 @@ fn crash_child() {
         streams.start().await.unwrap();
         streams.wait_for_state(StreamsState::Running, Duration::from_secs(120)).await.unwrap();
         println!("CHILD-RUNNING restored={}", streams.records_restored());
-        let reader = committed_reader(&broker, "enriched");
+        let enriched = reader(&broker, "enriched", PARTITIONS, IsolationLevel::ReadCommitted);
         let mut seen = std::collections::HashSet::new();
         while seen.len() < events {
             assert_ne!(streams.state(), StreamsState::Error, "{:?}", streams.error());
-            for r in reader.poll(Duration::from_millis(200)).await.unwrap() {
+            for r in enriched.poll(Duration::from_millis(200)).await.unwrap() {
                 let value = r.value.unwrap();
                 let order = std::str::from_utf8(&value).unwrap().split(':').next().unwrap();
                 seen.insert(order.to_string());
@@ -385,19 +384,28 @@ struct Outputs {
     enriched: HashMap<u64, Vec<String>>,
 }
 
-async fn read_committed(broker: &Broker, topic: &str) -> Vec<ConsumerRecord> {
-    let consumer = committed_reader(broker, topic);
+/// Every record of `topic` (its first `partitions` partitions), from the beginning to the
+/// end.
+async fn read_all(
+    broker: &Broker,
+    topic: &str,
+    partitions: u32,
+    isolation: IsolationLevel,
+) -> Vec<ConsumerRecord> {
+    let consumer = reader(broker, topic, partitions, isolation);
     let mut out = Vec::new();
     loop {
         let batch = consumer.poll(Duration::from_millis(100)).await.unwrap();
-        let caught_up = consumer.assignment().len() == PARTITIONS as usize
-            && consumer.lag().len() == PARTITIONS as usize
-            && consumer.lag().values().all(|l| *l == 0);
-        if batch.is_empty() && caught_up {
+        let lag = consumer.lag();
+        if batch.is_empty() && lag.len() == partitions as usize && lag.values().all(|l| *l == 0) {
             return out;
         }
         out.extend(batch);
     }
+}
+
+async fn read_committed(broker: &Broker, topic: &str) -> Vec<ConsumerRecord> {
+    read_all(broker, topic, PARTITIONS, IsolationLevel::ReadCommitted).await
 }
 
 fn read_outputs(dir: &Path) -> Outputs {
@@ -571,27 +579,8 @@ fn fencing_topology(gate: Option<Arc<Gate>>) -> Topology {
 }
 
 async fn read_values(broker: &Broker, topic: &str, isolation: IsolationLevel) -> Vec<String> {
-    let consumer = Consumer::new(
-        broker,
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            isolation_level: isolation,
-            ..ConsumerConfig::default()
-        },
-    )
-    .unwrap();
-    consumer.assign(&[TopicPartition::new(topic, 0), TopicPartition::new(topic, 1)]).unwrap();
-    let mut out = Vec::new();
-    loop {
-        let batch = consumer.poll(Duration::from_millis(100)).await.unwrap();
-        if batch.is_empty() && consumer.lag().len() == 2 && consumer.lag().values().all(|l| *l == 0)
-        {
-            return out;
-        }
-        out.extend(
-            batch.iter().map(|r| String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap()),
-        );
-    }
+    let records = read_all(broker, topic, 2, isolation).await;
+    records.iter().map(|r| String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap()).collect()
 }
 
 /// Waits until `topic` holds `n` committed records.
