@@ -12,7 +12,8 @@
 //! processed and `close()` returned (it commits: caches flushed, outputs in the log).
 //!
 //! `cargo bench --bench streams [-- <records, default 5000000>] [workload names...]`, names
-//! from the table (`binary json count count-eos window join latency-eos`); all when none.
+//! from the table (`binary json count count-100ms count-eos window join latency-eos`); all
+//! when none.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -60,22 +61,21 @@ enum Workload {
     Join,
 }
 
-/// A row of the table: name, serde, workload, guarantee, description, target.
-type Row =
-    (&'static str, SerdeRef<Event>, Workload, ProcessingGuarantee, &'static str, &'static str);
+/// A guarantee and its commit interval (`None`: the guarantee's default).
+type Commits = (ProcessingGuarantee, Option<Duration>);
+
+/// A row of the table: name, serde, workload, commits, description, target.
+type Row = (&'static str, SerdeRef<Event>, Workload, Commits, &'static str, &'static str);
 
 /// Distinct keys of the stateful workloads.
 const KEYS: u64 = 10_000;
 
-fn streams_config(
-    state_dir: &std::path::Path,
-    name: &str,
-    guarantee: ProcessingGuarantee,
-) -> StreamsConfig {
+fn streams_config(state_dir: &std::path::Path, name: &str, commits: Commits) -> StreamsConfig {
     StreamsConfig {
         max_poll_records: 10_000,
         state_dir: state_dir.join(name),
-        processing_guarantee: guarantee,
+        processing_guarantee: commits.0,
+        commit_interval: commits.1,
         ..StreamsConfig::new(name)
     }
 }
@@ -86,7 +86,7 @@ async fn run(
     name: &str,
     serde: SerdeRef<Event>,
     workload: Workload,
-    guarantee: ProcessingGuarantee,
+    commits: Commits,
     records: u64,
 ) -> f64 {
     let admin = Admin::new(broker);
@@ -155,7 +155,7 @@ async fn run(
     let mut streams = Streams::new(
         builder.build().unwrap(),
         Arc::new(EmbeddedBackend::new(broker)),
-        streams_config(state_dir, name, guarantee),
+        streams_config(state_dir, name, commits),
     )
     .unwrap();
     let expected = records + if workload == Workload::Join { KEYS } else { 0 };
@@ -194,7 +194,7 @@ async fn latency(
     let mut streams = Streams::new(
         builder.build().unwrap(),
         Arc::new(EmbeddedBackend::new(broker)),
-        streams_config(state_dir, name, ProcessingGuarantee::ExactlyOnce),
+        streams_config(state_dir, name, (ProcessingGuarantee::ExactlyOnce, None)),
     )
     .unwrap();
     streams.start().await.unwrap();
@@ -282,8 +282,8 @@ fn main() {
         let broker = Broker::open(BrokerConfig::new(dir.path().join("log"))).await.unwrap();
         println!("| workload | input records/s | target |");
         println!("|---|---|---|");
-        let alos = ProcessingGuarantee::AtLeastOnce;
-        let runs: [Row; 6] = [
+        let alos = (ProcessingGuarantee::AtLeastOnce, None);
+        let runs: [Row; 7] = [
             (
                 "binary",
                 Serdes::binary::<Event>(),
@@ -309,10 +309,18 @@ fn main() {
                 "2,000,000",
             ),
             (
+                "count-100ms",
+                Serdes::binary::<Event>(),
+                Workload::CountPerKey,
+                (ProcessingGuarantee::AtLeastOnce, Some(Duration::from_millis(100))),
+                "the same count, at-least-once, 100 ms commits",
+                "-",
+            ),
+            (
                 "count-eos",
                 Serdes::binary::<Event>(),
                 Workload::CountPerKey,
-                ProcessingGuarantee::ExactlyOnce,
+                (ProcessingGuarantee::ExactlyOnce, None),
                 "the same count, exactly-once, 100 ms commits",
                 "1,500,000 and 85% of at-least-once",
             ),
@@ -334,11 +342,11 @@ fn main() {
             ),
         ];
         let state_dir = dir.path().join("state");
-        for (name, serde, workload, guarantee, what, target) in runs {
+        for (name, serde, workload, commits, what, target) in runs {
             if !wanted(name) {
                 continue;
             }
-            let rate = run(&broker, &state_dir, name, serde, workload, guarantee, records).await;
+            let rate = run(&broker, &state_dir, name, serde, workload, commits, records).await;
             println!("| {what}, {records} records | {rate:.0} | {target} |");
         }
         if wanted("latency-eos") {
