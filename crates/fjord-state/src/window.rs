@@ -198,8 +198,8 @@ impl WindowStore {
     }
 
     /// The inclusive bounds of the store keys of `key`'s windows that start in
-    /// `[time_from, time_to]` within one segment: for readers that merge a cache of their own
-    /// over the store (the segments to read are `segment_id(time_from)..=segment_id(time_to)`).
+    /// `[time_from, time_to]` within one segment ([`Self::segment_ranges`] gives them for
+    /// every segment).
     pub fn segment_range(
         &self,
         segment: i64,
@@ -291,10 +291,20 @@ impl WindowStore {
     /// the store, which has to see segments the store does not have yet. The caller bounds
     /// the range: every segment in it gets a pair.
     pub fn key_ranges(&self, key: &[u8], time_from: i64, time_to: i64) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let from = time_from.max(self.segments.live_from());
+        self.segment_ranges(key, time_from.max(self.segments.live_from()), time_to)
+    }
+
+    /// As [`Self::key_ranges`], expired windows included: for a reader that bounds the range
+    /// by its own retention.
+    pub fn segment_ranges(
+        &self,
+        key: &[u8],
+        time_from: i64,
+        time_to: i64,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.segments
-            .span(from, time_to)
-            .map(|segment| self.segment_range(segment, key, from, time_to))
+            .span(time_from, time_to)
+            .map(|segment| self.segment_range(segment, key, time_from, time_to))
             .collect()
     }
 

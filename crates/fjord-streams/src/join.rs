@@ -447,8 +447,7 @@ impl JoinBuffer {
     fn fetch(&self, key: &[u8], from: i64, to: i64) -> Result<Vec<(i64, Vec<u8>)>, StreamsError> {
         let store = self.store.borrow();
         let mut out = Vec::new();
-        for segment in self.layout.segment_id(from)..=self.layout.segment_id(to) {
-            let (lower, upper) = self.layout.segment_range(segment, key, from, to);
+        for (lower, upper) in self.layout.segment_ranges(key, from, to) {
             for (stored, value) in store.range(Bound::Included(&lower), Bound::Included(&upper))? {
                 out.push((self.layout.decode_start(&stored).map_err(|e| store.error(e))?, value));
             }

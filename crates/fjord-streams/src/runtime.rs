@@ -753,10 +753,9 @@ impl StreamThread {
         let gone: Vec<TaskId> =
             self.tasks.keys().filter(|id| !wanted.contains(id)).copied().collect();
         for id in gone {
-            if let Some(mut task) = self.tasks.remove(&id) {
+            if let Some(task) = self.tasks.remove(&id) {
                 tracing::info!(thread = %self.name, task = %id, "closing revoked task");
-                task.close();
-                self.shared.stores.close_task(id);
+                self.close_task(id, task);
             }
         }
         let new_tasks = wanted.iter().filter(|id| !self.tasks.contains_key(id)).count();
@@ -879,10 +878,7 @@ impl StreamThread {
         }
         // Caches and staged store writes go with the tasks: RocksDB holds the last committed
         // state, and the changelogs' aborted records are never read.
-        for (id, mut task) in std::mem::take(&mut self.tasks) {
-            task.close();
-            self.shared.stores.close_task(id);
-        }
+        self.close_all_tasks();
         self.shared.running_threads.lock().remove(&self.index);
         self.consumer.unsubscribe().await?;
         self.consumer.subscribe(&self.topics)
@@ -950,16 +946,24 @@ impl StreamThread {
         Ok(())
     }
 
+    /// Closes a task's processors and its stores' engines, without committing.
+    fn close_task(&self, id: TaskId, mut task: Task) {
+        task.close();
+        self.shared.stores.close_task(id);
+    }
+
+    fn close_all_tasks(&mut self) {
+        for (id, task) in std::mem::take(&mut self.tasks) {
+            self.close_task(id, task);
+        }
+    }
+
     async fn shutdown(&mut self, clean: bool) -> Result<(), StreamsError> {
         let mut result = Ok(());
         if clean && self.tasks.values().any(|t| t.dirty) {
             result = self.commit().await;
         }
-        for (id, task) in self.tasks.iter_mut() {
-            task.close();
-            self.shared.stores.close_task(*id);
-        }
-        self.tasks.clear();
+        self.close_all_tasks();
         let in_transaction = std::mem::take(&mut self.collector.borrow_mut().in_transaction);
         let mut producer = self.take_producer()?;
         if in_transaction {

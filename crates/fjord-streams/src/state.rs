@@ -548,6 +548,22 @@ impl<K: 'static, V: 'static> StoreView<K, V> {
             None => self.engines.engines(&self.name).into_iter().map(|(_, e)| e).collect(),
         }
     }
+
+    /// The rows `read` finds in the first engine that has any (one task holds a key), each
+    /// made typed by `typed`.
+    fn first_rows<R, T>(
+        &self,
+        read: impl Fn(Arc<dyn KeyValueBytesStore>) -> Result<Vec<R>, fjord_state::StoreError>,
+        typed: impl Fn(R) -> Result<T, StreamsError>,
+    ) -> Result<Vec<T>, StreamsError> {
+        for engine in self.engines() {
+            let rows = read(engine).map_err(|e| self.error(e))?;
+            if !rows.is_empty() {
+                return rows.into_iter().map(typed).collect();
+            }
+        }
+        Ok(Vec::new())
+    }
 }
 
 /// A key-value store of a running application, read from outside its stream threads
@@ -632,21 +648,17 @@ impl<K: 'static, V: 'static> ReadOnlyWindowStore<K, V> {
         time_to: i64,
     ) -> Result<Vec<(i64, V)>, StreamsError> {
         let bytes = self.view.key_bytes(key)?;
-        for engine in self.view.engines() {
-            let layout = crate::window::window_layout(engine, self.retention_ms);
-            let rows = layout.fetch(&bytes, time_from, time_to).map_err(|e| self.view.error(e))?;
-            if !rows.is_empty() {
-                return rows
-                    .into_iter()
-                    .map(|(start, v)| {
-                        let (_, aggregate) = crate::window::split_timestamp(&v)
-                            .ok_or_else(|| self.view.error("window value without its timestamp"))?;
-                        Ok((start, self.view.value(aggregate)?))
-                    })
-                    .collect();
-            }
-        }
-        Ok(Vec::new())
+        self.view.first_rows(
+            |engine| {
+                crate::window::window_layout(engine, self.retention_ms)
+                    .fetch(&bytes, time_from, time_to)
+            },
+            |(start, v)| {
+                let (_, aggregate) = crate::window::split_timestamp(&v)
+                    .ok_or_else(|| self.view.error("window value without its timestamp"))?;
+                Ok((start, self.view.value(aggregate)?))
+            },
+        )
     }
 }
 
@@ -673,17 +685,10 @@ impl<K: 'static, V: 'static> ReadOnlySessionStore<K, V> {
     /// `SessionStore.fetch`), if a task here holds the key.
     pub fn fetch(&self, key: &K) -> Result<Vec<(crate::Window, V)>, StreamsError> {
         let bytes = self.view.key_bytes(key)?;
-        for engine in self.view.engines() {
-            let layout = crate::window::session_layout(engine, self.retention_ms);
-            let rows = layout.fetch(&bytes).map_err(|e| self.view.error(e))?;
-            if !rows.is_empty() {
-                return rows
-                    .into_iter()
-                    .map(|(start, end, v)| Ok((crate::Window { start, end }, self.view.value(&v)?)))
-                    .collect();
-            }
-        }
-        Ok(Vec::new())
+        self.view.first_rows(
+            |engine| crate::window::session_layout(engine, self.retention_ms).fetch(&bytes),
+            |(start, end, v)| Ok((crate::Window { start, end }, self.view.value(&v)?)),
+        )
     }
 }
 
