@@ -100,8 +100,9 @@ fn run(
             return;
         }
     };
+    // The global stores stay open when this thread stops: stream threads still stopping may
+    // open a task that reads them. `Streams::close` closes them after every thread stopped.
     let result = runtime.block_on(GlobalStreamThread::run(&shared, &name, topics, bootstrapped));
-    shared.stores.close_global();
     if let Err(e) = result {
         crate::runtime::fail(&shared, &name, e);
     }

@@ -487,6 +487,7 @@ impl Streams {
         })
         .await
         .map_err(|e| StreamsError::IllegalState(format!("joining stream threads failed: {e}")))?;
+        self.shared.stores.close_global();
         let failed = self.shared.error.lock().clone();
         self.shared.state.send_replace(if failed.is_some() {
             StreamsState::Error

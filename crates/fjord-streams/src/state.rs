@@ -788,7 +788,7 @@ impl StoreEngines {
         self.global.lock().get(store).cloned()
     }
 
-    /// Forgets the global stores (the global stream thread stopped).
+    /// Forgets the global stores (every thread of the instance stopped).
     pub(crate) fn close_global(&self) {
         self.global.lock().clear();
     }
