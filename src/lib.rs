@@ -21,3 +21,8 @@ pub struct StreamsStateDoc;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/exactly-once.md")]
 pub struct ExactlyOnceDoc;
+
+/// The code blocks of `docs/guide.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideDoc;

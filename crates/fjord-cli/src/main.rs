@@ -6,9 +6,10 @@
 //! a command runs, so a command fails clearly instead of racing a running application.
 //!
 //! Each command group lives in its own module with its clap arguments and a `run` function;
-//! adding a command group (say `fjord app`) is a new module, one variant in [`Command`] and one
+//! adding a command group is a new module, one variant in [`Command`] and one
 //! arm in [`run`].
 
+mod app;
 mod config;
 mod consume;
 mod error;
@@ -28,8 +29,8 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 use crate::error::{CliError, Result};
 
-/// Fjord's command line: topics, producing, consuming, consumer groups, transactions and
-/// log inspection on an embedded data directory.
+/// Fjord's command line: topics, producing, consuming, consumer groups, transactions, streams
+/// applications and log inspection on an embedded data directory.
 #[derive(Debug, Parser)]
 #[command(name = "fjord", version, about, propagate_version = true)]
 struct Cli {
@@ -60,6 +61,9 @@ enum Command {
     /// Transactional ids known to the transaction coordinator.
     #[command(subcommand)]
     Transactions(transactions::TransactionsCommand),
+    /// Streams applications: reset one to reprocess its input, describe one.
+    #[command(subcommand)]
+    App(app::AppCommand),
     /// Look at the files of the log directly, without opening the broker.
     #[command(subcommand)]
     Log(inspect::LogCommand),
@@ -78,6 +82,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Consume(args) => consume::run(&settings, args),
         Command::Groups(command) => groups::run(&settings, command),
         Command::Transactions(command) => transactions::run(&settings, command),
+        Command::App(command) => app::run(&settings, command),
         Command::Log(_) => Ok(()),
     }
 }

@@ -6,8 +6,9 @@
 //! (design.md section 6): after a crash, restoring from that offset to the end of the
 //! changelog gives exactly the committed state.
 //!
-//! Engines: RocksDB (persistent, in the state directory, memory bounded for the whole process
-//! through one shared block cache and write buffer manager, see [`RocksDbEnv`]) and in-memory
+//! Engines: RocksDB (persistent, in the state directory, memory bounded for every store sharing
+//! one [`RocksDbEnv`]: one block cache and write buffer manager; the streams runtime has one
+//! per application instance) and in-memory
 //! (restored from the changelog on start).
 //!
 //! Layouts over any engine: [`WindowStore`] (windowed aggregates) and [`SessionStore`]

@@ -1,8 +1,8 @@
 //! The storage backend the runtime runs on: topics, a consumer with group membership, and a
 //! (transactional) producer. Nothing above this module knows which backend is in use.
 //!
-//! Two implementations: [`EmbeddedBackend`] on Fjord's in-process broker, and the Kafka backend
-//! on rdkafka (`fjord-kafka`). The shape follows what both can do: consumers that subscribe as
+//! [`EmbeddedBackend`] runs on Fjord's in-process broker; a Kafka backend on rdkafka
+//! (`fjord-kafka`, not built yet) is meant to implement the same trait. The shape follows what both can do: consumers that subscribe as
 //! group members and report when a rebalance is coming, producers whose `send` is synchronous
 //! (the stream thread is a thread of its own) and whose transactions take consumed offsets.
 
@@ -47,6 +47,10 @@ pub struct ConsumerSpec {
     pub session_timeout: Duration,
     /// `max.poll.interval.ms`.
     pub max_poll_interval: Duration,
+    /// The partition assignor (`partition.assignment.strategy`): Fjord's streams assignor,
+    /// which assigns as the range assignor does (partition `p` of co-partitioned topics to one
+    /// member) and tells every member which instance's endpoint owns which partitions.
+    pub assignor: std::sync::Arc<dyn fjord_broker::consumer::assignor::PartitionAssignor>,
 }
 
 /// How the runtime's producer is set up.
@@ -98,8 +102,7 @@ pub trait RestoreConsumer: Send {
 /// The consumer side of a stream thread.
 #[async_trait]
 pub trait StreamConsumer: Send {
-    /// Subscribes to topics as a group member (the range assignor, which gives partition `p`
-    /// of co-partitioned topics to the same member).
+    /// Subscribes to topics as a group member (with [`ConsumerSpec::assignor`]).
     fn subscribe(&mut self, topics: &[String]) -> Result<(), StreamsError>;
     /// Leaves the group and drops the assignment; a later `subscribe` and `poll` join again
     /// and resume from the committed offsets.
@@ -217,7 +220,7 @@ impl Backend for EmbeddedBackend {
                 IsolationLevel::ReadUncommitted
             },
             max_poll_records: spec.max_poll_records,
-            assignors: vec![std::sync::Arc::new(fjord_broker::consumer::assignor::RangeAssignor)],
+            assignors: vec![spec.assignor],
             // Kafka's rule of thumb: a third of the session timeout.
             heartbeat_interval: (spec.session_timeout / 3).min(Duration::from_millis(500)),
             session_timeout: spec.session_timeout,

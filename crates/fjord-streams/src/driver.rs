@@ -293,7 +293,8 @@ impl TopologyTestDriver {
         Ok(())
     }
 
-    /// Records dropped by a `LogAndContinue` error handler so far.
+    /// Records dropped so far: by a `LogAndContinue` error handler, and as late records,
+    /// records with a null key where one is needed, or records with a negative timestamp.
     pub fn dropped_records(&self) -> u64 {
         self.state.borrow().tasks.values().map(|t| t.ctx.dropped_records).sum()
     }

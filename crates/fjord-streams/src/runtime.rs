@@ -75,6 +75,11 @@ pub struct StreamsConfig {
     /// The memory of all RocksDB stores together: one shared block cache that memtables are
     /// charged to (64 MiB, half of it for memtables).
     pub rocksdb_memory: fjord_state::MemoryConfig,
+    /// `application.server`: the `host:port` where this instance serves interactive queries
+    /// (see [`crate::QueryServer`]). It is advertised to the other instances through the
+    /// group protocol, so that [`Streams::query_metadata_for_key`] names the instance that
+    /// holds any key. `None` (the default): this instance is not listed.
+    pub application_server: Option<crate::HostInfo>,
 }
 
 impl StreamsConfig {
@@ -95,6 +100,7 @@ impl StreamsConfig {
             max_poll_interval: Duration::from_secs(300),
             cache_max_bytes: 10 * 1024 * 1024,
             rocksdb_memory: fjord_state::MemoryConfig::default(),
+            application_server: None,
         }
     }
 
@@ -147,6 +153,11 @@ pub(crate) struct Shared {
     /// The stores' engines: opened per task (global stores by the global stream thread), and
     /// readable by interactive queries.
     pub(crate) stores: Arc<crate::state::StoreEngines>,
+    /// Which instance runs which partitions, as the last rebalance told the stream threads.
+    pub(crate) cluster: Arc<Mutex<crate::query::ClusterMetadata>>,
+    /// The partition count of every topic the topology reads (internal ones by their
+    /// unprefixed names), known once `start` created the internal topics.
+    partition_counts: std::sync::OnceLock<BTreeMap<String, u32>>,
 }
 
 /// A running streams application (Kafka's `KafkaStreams`).
@@ -203,6 +214,8 @@ impl Streams {
                     &config_state_dir,
                     config_rocksdb_memory,
                 )),
+                cluster: Arc::default(),
+                partition_counts: std::sync::OnceLock::new(),
             }),
             threads: Vec::new(),
         })
@@ -215,6 +228,11 @@ impl Streams {
             return Err(StreamsError::IllegalState("start() can only be called once".into()));
         }
         self.create_internal_topics().await?;
+        // For operators: `fjord app describe --state-dir` shows it.
+        let description = self.shared.config.state_dir.join("topology.txt");
+        std::fs::write(&description, self.shared.topology.describe()).map_err(|e| {
+            StreamsError::IllegalState(format!("cannot write {}: {e}", description.display()))
+        })?;
         self.shared.state.send_replace(StreamsState::Rebalancing);
         match crate::global_thread::start(&self.shared).await {
             Ok(Some(global)) => self.threads.push(global),
@@ -325,7 +343,10 @@ impl Streams {
                 configs,
             });
         }
-        shared.backend.ensure_topics(&specs).await
+        shared.backend.ensure_topics(&specs).await?;
+        // `start` runs once, so the counts are set once.
+        let _ = shared.partition_counts.set(counts);
+        Ok(())
     }
 
     /// The application's state.
@@ -384,34 +405,17 @@ impl Streams {
         self.shared.stores.rocksdb_usage()
     }
 
-    fn store_spec(&self, name: &str) -> Result<&crate::state::StoreSpec, StreamsError> {
-        self.shared.topology.stores().iter().find(|s| s.name == name).map(|s| &**s).ok_or_else(
-            || StreamsError::Topology(format!("no state store named `{name}` in the topology")),
-        )
-    }
-
     /// Read-only access to a key-value store of this instance, for interactive queries: reads
     /// go to the stores of the tasks running here and see the state as of their last commit.
-    /// A key of a task that runs on another instance is not found here.
+    /// A key of a task that runs on another instance is not found here
+    /// ([`Streams::query_metadata_for_key`] names the instance that has it).
     pub fn key_value_store<K: 'static, V: 'static>(
         &self,
         name: &str,
         key_serde: crate::serdes::SerdeRef<K>,
         value_serde: crate::serdes::SerdeRef<V>,
     ) -> Result<crate::state::ReadOnlyKeyValueStore<K, V>, StreamsError> {
-        let spec = self.store_spec(name)?;
-        if spec.kind != crate::state::StoreKind::KeyValue {
-            return Err(StreamsError::Topology(format!(
-                "state store `{name}` is a {:?} store, not a key-value store",
-                spec.kind
-            )));
-        }
-        Ok(crate::state::ReadOnlyKeyValueStore::new(
-            name,
-            self.shared.stores.clone(),
-            key_serde,
-            value_serde,
-        ))
+        self.shared.key_value_store(name, key_serde, value_serde)
     }
 
     /// Read-only access to the window store of a windowed aggregation of this instance, for
@@ -422,20 +426,7 @@ impl Streams {
         key_serde: crate::serdes::SerdeRef<K>,
         value_serde: crate::serdes::SerdeRef<V>,
     ) -> Result<crate::state::ReadOnlyWindowStore<K, V>, StreamsError> {
-        let spec = self.store_spec(name)?;
-        let crate::state::StoreKind::Window { retention_ms } = spec.kind else {
-            return Err(StreamsError::Topology(format!(
-                "state store `{name}` is a {:?} store, not a window store",
-                spec.kind
-            )));
-        };
-        Ok(crate::state::ReadOnlyWindowStore::new(
-            name,
-            retention_ms,
-            self.shared.stores.clone(),
-            key_serde,
-            value_serde,
-        ))
+        self.shared.window_store(name, key_serde, value_serde)
     }
 
     /// Read-only access to the session store of a session-windowed aggregation of this
@@ -447,20 +438,36 @@ impl Streams {
         key_serde: crate::serdes::SerdeRef<K>,
         value_serde: crate::serdes::SerdeRef<V>,
     ) -> Result<crate::state::ReadOnlySessionStore<K, V>, StreamsError> {
-        let spec = self.store_spec(name)?;
-        let crate::state::StoreKind::Session { retention_ms } = spec.kind else {
-            return Err(StreamsError::Topology(format!(
-                "state store `{name}` is a {:?} store, not a session store",
-                spec.kind
-            )));
-        };
-        Ok(crate::state::ReadOnlySessionStore::new(
-            name,
-            retention_ms,
-            self.shared.stores.clone(),
-            key_serde,
-            value_serde,
-        ))
+        self.shared.session_store(name, key_serde, value_serde)
+    }
+
+    /// What the threads share, for the interactive query server.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Where the state of `key` in store `store` lives (Kafka's `queryMetadataForKey`): its
+    /// partition, the instance that owns it as of the last rebalance, and whether a task here
+    /// holds it now. `key_serde` must be the serde the store's input topic is keyed with: the
+    /// partition is murmur2 of the serialized key, as the producer that wrote it computed.
+    pub fn query_metadata_for_key<K: 'static>(
+        &self,
+        store: &str,
+        key: &K,
+        key_serde: &crate::serdes::SerdeRef<K>,
+    ) -> Result<crate::KeyQueryMetadata, StreamsError> {
+        let mut bytes = Vec::new();
+        key_serde.serialize(key, &mut bytes).map_err(|e| StreamsError::State {
+            store: store.to_string(),
+            message: format!("cannot serialize the key: {e}"),
+        })?;
+        key_metadata(&self.shared, store, &bytes)
+    }
+
+    /// Every instance of the application with an `application.server`, with the partitions
+    /// and stores it has as of the last rebalance (Kafka's `metadataForAllStreamsClients`).
+    pub fn metadata_for_all_clients(&self) -> Vec<crate::StreamsMetadata> {
+        all_metadata(&self.shared)
     }
 
     /// Commits done so far, over all threads.
@@ -610,6 +617,10 @@ impl StreamThread {
                 max_poll_records: config.max_poll_records,
                 session_timeout: config.session_timeout,
                 max_poll_interval: config.max_poll_interval,
+                assignor: Arc::new(crate::query::StreamsAssignor::new(
+                    config.application_server.clone(),
+                    shared.cluster.clone(),
+                )),
             })
             .await?;
         let topics: Vec<String> = shared
@@ -784,7 +795,7 @@ impl StreamThread {
                 &mut opener,
                 cache_bytes,
             )?;
-            crate::state::restore(
+            let restoration = crate::state::restore(
                 &mut task,
                 self.restore_consumer.as_mut(),
                 self.shared.backend.as_ref(),
@@ -792,6 +803,12 @@ impl StreamThread {
                 &self.shared.shutdown,
             )
             .await?;
+            if restoration == crate::state::Restoration::Interrupted {
+                // Closing while a task restores is a clean stop. Its processors were never
+                // initialized, so only its stores are closed.
+                self.shared.stores.close_task(id);
+                return Ok(());
+            }
             self.shared.restored.fetch_add(task.restored_records, Ordering::Relaxed);
             task.ctx.wall_clock = wall_clock_ms();
             task.initialize()?;
@@ -1093,4 +1110,168 @@ fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Shared {
+    fn store_spec(&self, name: &str) -> Result<&crate::state::StoreSpec, StreamsError> {
+        self.topology.stores().iter().find(|s| s.name == name).map(|s| &**s).ok_or_else(|| {
+            StreamsError::Topology(format!("no state store named `{name}` in the topology"))
+        })
+    }
+
+    /// Read-only access to a key-value store of this instance, for interactive queries: reads
+    /// go to the stores of the tasks running here and see the state as of their last commit.
+    /// A key of a task that runs on another instance is not found here.
+    pub(crate) fn key_value_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: crate::serdes::SerdeRef<K>,
+        value_serde: crate::serdes::SerdeRef<V>,
+    ) -> Result<crate::state::ReadOnlyKeyValueStore<K, V>, StreamsError> {
+        let spec = self.store_spec(name)?;
+        if spec.kind != crate::state::StoreKind::KeyValue {
+            return Err(StreamsError::Topology(format!(
+                "state store `{name}` is a {:?} store, not a key-value store",
+                spec.kind
+            )));
+        }
+        Ok(crate::state::ReadOnlyKeyValueStore::new(
+            name,
+            self.stores.clone(),
+            key_serde,
+            value_serde,
+        ))
+    }
+
+    /// Read-only access to the window store of a windowed aggregation of this instance, for
+    /// interactive queries (`fetch` by key and time range), as of each task's last commit.
+    pub(crate) fn window_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: crate::serdes::SerdeRef<K>,
+        value_serde: crate::serdes::SerdeRef<V>,
+    ) -> Result<crate::state::ReadOnlyWindowStore<K, V>, StreamsError> {
+        let spec = self.store_spec(name)?;
+        let crate::state::StoreKind::Window { retention_ms } = spec.kind else {
+            return Err(StreamsError::Topology(format!(
+                "state store `{name}` is a {:?} store, not a window store",
+                spec.kind
+            )));
+        };
+        Ok(crate::state::ReadOnlyWindowStore::new(
+            name,
+            retention_ms,
+            self.stores.clone(),
+            key_serde,
+            value_serde,
+        ))
+    }
+
+    /// Read-only access to the session store of a session-windowed aggregation of this
+    /// instance, for interactive queries (`fetch` of a key's sessions), as of each task's last
+    /// commit.
+    pub(crate) fn session_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: crate::serdes::SerdeRef<K>,
+        value_serde: crate::serdes::SerdeRef<V>,
+    ) -> Result<crate::state::ReadOnlySessionStore<K, V>, StreamsError> {
+        let spec = self.store_spec(name)?;
+        let crate::state::StoreKind::Session { retention_ms } = spec.kind else {
+            return Err(StreamsError::Topology(format!(
+                "state store `{name}` is a {:?} store, not a session store",
+                spec.kind
+            )));
+        };
+        Ok(crate::state::ReadOnlySessionStore::new(
+            name,
+            retention_ms,
+            self.stores.clone(),
+            key_serde,
+            value_serde,
+        ))
+    }
+}
+
+/// The sub-topology that holds a (non-global) store, and the partition count of its input.
+fn store_partitions<'a>(
+    shared: &'a Shared,
+    store: &str,
+) -> Result<(&'a crate::Subtopology, u32), StreamsError> {
+    let sub = shared
+        .topology
+        .subtopologies()
+        .iter()
+        .find(|s| s.stores.iter().any(|name| name == store))
+        .ok_or_else(|| {
+            StreamsError::Topology(format!("no state store named `{store}` in the topology"))
+        })?;
+    let counts = shared.partition_counts.get().ok_or_else(|| {
+        StreamsError::IllegalState(format!(
+            "cannot locate keys of store `{store}` before the application started"
+        ))
+    })?;
+    let partitions =
+        sub.source_topics.iter().filter_map(|t| counts.get(t).copied()).max().ok_or_else(|| {
+            StreamsError::IllegalState(format!("the input of store `{store}` has no partitions"))
+        })?;
+    Ok((sub, partitions))
+}
+
+/// [`Streams::query_metadata_for_key`] on a serialized key.
+pub(crate) fn key_metadata(
+    shared: &Shared,
+    store: &str,
+    key: &[u8],
+) -> Result<crate::KeyQueryMetadata, StreamsError> {
+    if shared.topology.global_stores().any(|s| s.name == store) {
+        return Ok(crate::KeyQueryMetadata {
+            partition: None,
+            active_host: shared.config.application_server.clone(),
+            local: true,
+        });
+    }
+    let (sub, partitions) = store_partitions(shared, store)?;
+    let partition = fjord_log::partitioner::partition_for_key(key, partitions);
+    let task = TaskId { subtopology: sub.id, partition };
+    let local = shared.stores.engines(store).iter().any(|(t, _)| *t == task);
+    let app = &shared.config.application_id;
+    let cluster = shared.cluster.lock();
+    let active_host = sub
+        .source_topics
+        .iter()
+        .find_map(|t| {
+            cluster.owner(&TopicPartition::new(shared.topology.resolve_topic(app, t), partition))
+        })
+        .cloned();
+    Ok(crate::KeyQueryMetadata { partition: Some(partition), active_host, local })
+}
+
+/// [`Streams::metadata_for_all_clients`].
+pub(crate) fn all_metadata(shared: &Shared) -> Vec<crate::StreamsMetadata> {
+    let app = &shared.config.application_id;
+    let topology = &shared.topology;
+    let globals: BTreeSet<String> = topology.global_stores().map(|s| s.name.clone()).collect();
+    let cluster = shared.cluster.lock();
+    cluster
+        .hosts()
+        .iter()
+        .map(|(host, partitions)| {
+            let mut state_stores = globals.clone();
+            for sub in topology.subtopologies() {
+                let runs_here = sub.source_topics.iter().any(|t| {
+                    let topic = topology.resolve_topic(app, t);
+                    partitions.iter().any(|tp| *tp.topic == *topic)
+                });
+                if runs_here {
+                    state_stores.extend(sub.stores.iter().cloned());
+                }
+            }
+            crate::StreamsMetadata {
+                host_info: host.clone(),
+                topic_partitions: partitions.clone(),
+                state_stores,
+            }
+        })
+        .collect()
 }

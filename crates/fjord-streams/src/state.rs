@@ -822,7 +822,7 @@ pub(crate) async fn restore(
     backend: &dyn crate::backend::Backend,
     read_committed: bool,
     shutdown: &std::sync::atomic::AtomicBool,
-) -> Result<(), StreamsError> {
+) -> Result<Restoration, StreamsError> {
     use fjord_log::TopicPartition;
     struct Restoring {
         tp: TopicPartition,
@@ -857,7 +857,7 @@ pub(crate) async fn restore(
         });
     }
     if work.is_empty() {
-        return Ok(());
+        return Ok(Restoration::Complete);
     }
     let tps: Vec<TopicPartition> = work.iter().map(|w| w.tp.clone()).collect();
     let ends = backend.end_offsets(&tps, read_committed).await?;
@@ -870,14 +870,17 @@ pub(crate) async fn restore(
         }
     }
     if assigned.is_empty() {
-        return Ok(());
+        return Ok(Restoration::Complete);
     }
     let started = std::time::Instant::now();
     tracing::info!(task = %task.id, partitions = ?assigned, "restoring state stores from their changelogs");
     consumer.assign(&assigned)?;
     while work.iter().any(|w| !w.done) {
         if shutdown.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(StreamsError::IllegalState("shut down during restoration".into()));
+            // Every batch written so far carries its changelog offset: the next owner of the
+            // task resumes from there.
+            consumer.assign(&[])?;
+            return Ok(Restoration::Interrupted);
         }
         let records = consumer.poll(std::time::Duration::from_millis(100)).await?;
         let mut batches: Vec<WriteBatch> = work.iter().map(|_| WriteBatch::default()).collect();
@@ -917,5 +920,14 @@ pub(crate) async fn restore(
     }
     consumer.assign(&[])?;
     task.restored_records = work.iter().map(|w| w.restored).sum();
-    Ok(())
+    Ok(Restoration::Complete)
+}
+
+/// How a task's restoration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restoration {
+    /// The stores caught up with their changelogs.
+    Complete,
+    /// The application is shutting down: the stores hold a consistent prefix.
+    Interrupted,
 }

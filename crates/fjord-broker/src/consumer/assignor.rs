@@ -551,6 +551,13 @@ pub trait PartitionAssignor: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Called on every member (the leader too) with the assignment it received, before the
+    /// consumer applies it (Kafka's `ConsumerPartitionAssignor.onAssignment`): where an
+    /// assignor that puts user data into assignments reads it back.
+    fn on_assignment(&self, assignment: &Assignment, generation: i32) {
+        let _ = (assignment, generation);
+    }
+
     /// Assigns the partitions of the subscribed topics to the members.
     ///
     /// `partitions_per_topic` has the partition count of every subscribed topic (topics that do

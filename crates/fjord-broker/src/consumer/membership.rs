@@ -291,6 +291,12 @@ async fn complete_join(consumer: &Consumer, joined: Joined) -> Result<()> {
         state.generation = generation;
         state.joined = true;
     }
+    let chosen = membership.state.lock().protocol.clone();
+    if let Some(assignor) =
+        inner.config.assignors.iter().find(|a| Some(a.name()) == chosen.as_deref())
+    {
+        assignor.on_assignment(&assignment, generation);
+    }
     let protocol = protocol_of(consumer);
     let new: BTreeSet<TopicPartition> = assignment.partitions.iter().cloned().collect();
     let owned_now: BTreeSet<TopicPartition> =
