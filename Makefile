@@ -18,7 +18,7 @@ deps:
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 
 demo: deps
-	$(CARGO) run --example revenue
+	$(CARGO) run -p fjord-cli -- demo
 
 test: deps
 	$(CARGO) nextest run --workspace --no-fail-fast

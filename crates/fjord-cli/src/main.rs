@@ -12,6 +12,7 @@
 mod app;
 mod config;
 mod consume;
+mod demo;
 mod error;
 mod groups;
 mod inspect;
@@ -61,6 +62,9 @@ enum Command {
     /// Transactional ids known to the transaction coordinator.
     #[command(subcommand)]
     Transactions(transactions::TransactionsCommand),
+    /// The quickstart's job: an exactly-once streams application on generated orders, with
+    /// live progress and a checked summary (in a temporary directory unless --data-dir).
+    Demo(demo::DemoArgs),
     /// Streams applications: reset one to reprocess its input, describe one.
     #[command(subcommand)]
     App(app::AppCommand),
@@ -75,6 +79,9 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Log(command) = &cli.command {
         return inspect::run(command);
     }
+    if let Command::Demo(args) = cli.command {
+        return demo::run(cli.data_dir.as_deref(), args);
+    }
     let settings = Settings::resolve(cli.data_dir, cli.config.as_deref())?;
     match cli.command {
         Command::Topics(command) => topics::run(&settings, command),
@@ -83,7 +90,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Groups(command) => groups::run(&settings, command),
         Command::Transactions(command) => transactions::run(&settings, command),
         Command::App(command) => app::run(&settings, command),
-        Command::Log(_) => Ok(()),
+        Command::Log(_) | Command::Demo(_) => Ok(()),
     }
 }
 

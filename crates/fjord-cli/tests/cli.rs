@@ -385,3 +385,25 @@ fn config_file_sets_data_dir_and_broker_defaults() {
     let err = out.stderr;
     assert!(err.contains(config.to_str().unwrap()) && err.contains("auto_create"), "{err}");
 }
+
+#[test]
+fn demo_runs_to_its_checked_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("demo");
+    let run = run_fjord(
+        &["--data-dir".as_ref(), data_dir.as_os_str()],
+        &["demo", "--orders", "3000", "--rate", "0", "--minutes", "4"],
+        "",
+    );
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Every total checked."), "{}", run.stdout);
+    // 4 minutes of orders over 20 customers: the first 3 minutes' windows closed.
+    assert!(run.stdout.contains("exactly once with the right sum"), "{}", run.stdout);
+    assert!(run.stdout.contains("Top customers"), "{}", run.stdout);
+    // Given a data directory, the demo keeps it: its topics are there for `fjord consume`.
+    let topics = run_fjord(&["--data-dir".as_ref(), data_dir.as_os_str()], &["topics", "list"], "");
+    assert!(topics.stdout.contains("demo-revenue"), "{}", topics.stdout);
+
+    let bad = run_fjord(&[], &["demo", "--orders", "0"], "");
+    assert!(!bad.ok && bad.stderr.contains("at least one order"), "{}", bad.stderr);
+}

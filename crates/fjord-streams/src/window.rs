@@ -841,20 +841,21 @@ impl<K: Clone + 'static, V: Clone + 'static> SuppressNode<K, V> {
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> Node<Windowed<K>, Change<V>> for SuppressNode<K, V> {
+    /// Only buffers. Emitting here could emit a window before its last update: the windowed
+    /// aggregation upstream forwards its cache in key order, so while it flushes, the update
+    /// of one window may reach this node before the newer value of another window that stream
+    /// time has already closed.
     fn process(&mut self, ctx: &mut TaskContext, record: Record<Windowed<K>, Change<V>>) {
-        let result = self
-            .load()
-            .and_then(|()| self.buffer_update(record))
-            .and_then(|()| self.emit_closed(ctx));
-        if let Err(e) = result {
+        if let Err(e) = self.load().and_then(|()| self.buffer_update(record)) {
             ctx.fail(e);
         }
     }
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> Lifecycle for SuppressNode<K, V> {
-    /// Windows also close when stream time moves on without reaching this node (at a commit,
-    /// after the windowed aggregation upstream flushed).
+    /// Emits the windows that stream time closed. The task flushes upstream operators first,
+    /// so every update of a closed window is in the buffer by now (no record can update a
+    /// closed window: it is late).
     fn flush(&mut self, ctx: &mut TaskContext) {
         if let Err(e) = self.load().and_then(|()| self.emit_closed(ctx)) {
             ctx.fail(e);
