@@ -94,6 +94,76 @@ pub struct TaskContext {
     pub(crate) failure: Option<StreamsError>,
     pub(crate) dropped_records: u64,
     pub(crate) dead_lettered: u64,
+    /// Per node of the graph (by [`crate::graph::NodeId`]): records processed and a sample of
+    /// their latency. Nodes outside the task's sub-topology keep no-op handles.
+    pub(crate) node_metrics: Vec<NodeMetrics>,
+}
+
+/// How often a node's processing is timed: one record in this many. Reading the clock for
+/// every record would cost more than many operators do.
+const LATENCY_SAMPLE: u64 = 64;
+
+/// A node's metrics (Kafka Streams' processor-node `process-total` and `process-latency`; the
+/// latency includes the nodes it forwards to, as in Kafka). Counted in plain integers on the
+/// hot path, handed to the `metrics` registry at each commit.
+pub(crate) struct NodeMetrics {
+    pub(crate) processed: u64,
+    exported: u64,
+    total: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl NodeMetrics {
+    /// The metrics of node `name` of a task.
+    pub(crate) fn new(application_id: &str, task: TaskId, name: &str) -> Self {
+        let labels = [
+            ("application", application_id.to_string()),
+            ("task", task.to_string()),
+            ("processor", name.to_string()),
+        ];
+        NodeMetrics {
+            processed: 0,
+            exported: 0,
+            total: metrics::counter!("fjord_streams_processor_records_total", &labels),
+            latency: metrics::histogram!("fjord_streams_processor_latency_seconds", &labels),
+        }
+    }
+
+    /// A node that is not part of the task.
+    pub(crate) fn none() -> Self {
+        NodeMetrics {
+            processed: 0,
+            exported: 0,
+            total: metrics::Counter::noop(),
+            latency: metrics::Histogram::noop(),
+        }
+    }
+
+    /// Adds what was processed since the last export to the registry's counter.
+    pub(crate) fn export(&mut self) {
+        self.total.increment(self.processed - self.exported);
+        self.exported = self.processed;
+    }
+}
+
+/// Has `node` process `record`, counting it and timing one in [`LATENCY_SAMPLE`].
+fn deliver<K, V>(ctx: &mut TaskContext, id: NodeId, node: &NodeRef<K, V>, record: Record<K, V>) {
+    let sampled = match ctx.node_metrics.get_mut(id) {
+        Some(m) => {
+            m.processed += 1;
+            m.processed.is_multiple_of(LATENCY_SAMPLE)
+        }
+        None => false,
+    };
+    if sampled {
+        let started = std::time::Instant::now();
+        node.borrow_mut().process(ctx, record);
+        if let Some(m) = ctx.node_metrics.get(id) {
+            m.latency.record(started.elapsed().as_secs_f64());
+        }
+    } else {
+        node.borrow_mut().process(ctx, record);
+    }
 }
 
 impl TaskContext {
@@ -116,6 +186,7 @@ impl TaskContext {
             failure: None,
             dropped_records: 0,
             dead_lettered: 0,
+            node_metrics: Vec::new(),
         }
     }
 
@@ -282,7 +353,7 @@ pub(crate) fn wrap<K, V, T: Node<K, V> + Lifecycle + 'static>(node: T) -> (NodeR
 
 /// The children of a node, with their names (for `forward_to`).
 pub struct Children<K, V> {
-    nodes: Vec<(Arc<str>, NodeRef<K, V>)>,
+    nodes: Vec<(Arc<str>, NodeRef<K, V>, NodeId)>,
 }
 
 impl<K: Clone, V: Clone> Children<K, V> {
@@ -290,26 +361,26 @@ impl<K: Clone, V: Clone> Children<K, V> {
     pub(crate) fn forward(&self, ctx: &mut TaskContext, record: Record<K, V>) {
         match self.nodes.as_slice() {
             [] => {}
-            [(_, only)] => only.borrow_mut().process(ctx, record),
-            [rest @ .., (_, last)] => {
-                for (_, child) in rest {
-                    child.borrow_mut().process(ctx, record.clone());
+            [(_, only, id)] => deliver(ctx, *id, only, record),
+            [rest @ .., (_, last, last_id)] => {
+                for (_, child, id) in rest {
+                    deliver(ctx, *id, child, record.clone());
                 }
-                last.borrow_mut().process(ctx, record);
+                deliver(ctx, *last_id, last, record);
             }
         }
     }
 
     pub(crate) fn forward_to(&self, ctx: &mut TaskContext, name: &str, record: Record<K, V>) {
-        if let Some((_, child)) = self.nodes.iter().find(|(n, _)| &**n == name) {
-            child.borrow_mut().process(ctx, record);
+        if let Some((_, child, id)) = self.nodes.iter().find(|(n, _, _)| &**n == name) {
+            deliver(ctx, *id, child, record);
         } else {
             ctx.fail(StreamsError::Topology(format!("forward_to: no child named `{name}`")));
         }
     }
 
     pub(crate) fn get(&self, index: usize) -> Option<&NodeRef<K, V>> {
-        self.nodes.get(index).map(|(_, n)| n)
+        self.nodes.get(index).map(|(_, n, _)| n)
     }
 }
 
@@ -426,7 +497,7 @@ impl<'g> Instantiator<'g> {
         let mut nodes = Vec::new();
         for &child in &graph.node(id)?.children {
             let name: Arc<str> = Arc::from(graph.node(child)?.name.as_str());
-            nodes.push((name, self.node::<K, V>(child)?));
+            nodes.push((name, self.node::<K, V>(child)?, child));
         }
         Ok(Children { nodes })
     }

@@ -957,6 +957,7 @@ impl StreamThread {
         }
         for task in self.tasks.values_mut() {
             task.dirty = false;
+            task.export_metrics();
         }
         self.shared.committed.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("fjord_streams_commit_latency_seconds")

@@ -40,7 +40,21 @@ pub(crate) struct Task {
     pub(crate) processed: u64,
     /// Changelog records replayed into the stores when the task started.
     pub(crate) restored_records: u64,
+    metrics: TaskMetrics,
 }
+
+/// A task's metrics (Kafka Streams' task-level `process-total`/`process-latency` and the state
+/// stores' record cache hits): counted in the task, handed to the registry at each commit.
+struct TaskMetrics {
+    processed_total: metrics::Counter,
+    processed_exported: u64,
+    latency: metrics::Histogram,
+    /// Per store: cache hits and misses, their exported counts, and the store's entries.
+    stores: Vec<(metrics::Counter, metrics::Counter, (u64, u64), metrics::Gauge)>,
+}
+
+/// How often a task times a record: one in this many.
+const LATENCY_SAMPLE: u64 = 64;
 
 impl Task {
     pub(crate) fn new(
@@ -50,6 +64,25 @@ impl Task {
         stores: Vec<StoreRef>,
         ctx: TaskContext,
     ) -> Self {
+        let task = [("application", ctx.application_id.to_string()), ("task", id.to_string())];
+        let metrics = TaskMetrics {
+            processed_total: metrics::counter!("fjord_streams_task_records_total", &task),
+            processed_exported: 0,
+            latency: metrics::histogram!("fjord_streams_task_latency_seconds", &task),
+            stores: stores
+                .iter()
+                .map(|store| {
+                    let mut labels = task.to_vec();
+                    labels.push(("store", store.borrow().spec().name.clone()));
+                    (
+                        metrics::counter!("fjord_streams_store_cache_hits_total", &labels),
+                        metrics::counter!("fjord_streams_store_cache_misses_total", &labels),
+                        (0, 0),
+                        metrics::gauge!("fjord_streams_store_entries", &labels),
+                    )
+                })
+                .collect(),
+        };
         Task {
             id,
             sources,
@@ -61,6 +94,7 @@ impl Task {
             initialized: false,
             processed: 0,
             restored_records: 0,
+            metrics,
         }
     }
 
@@ -148,7 +182,13 @@ impl Task {
             self.ctx.stream_time = record.timestamp;
         }
         self.ctx.current = Some(record);
-        source.borrow_mut().process_current(&mut self.ctx);
+        if self.processed.is_multiple_of(LATENCY_SAMPLE) {
+            let started = std::time::Instant::now();
+            source.borrow_mut().process_current(&mut self.ctx);
+            self.metrics.latency.record(started.elapsed().as_secs_f64());
+        } else {
+            source.borrow_mut().process_current(&mut self.ctx);
+        }
         self.queues[index].next_offset = Some(offset + 1);
         self.dirty = true;
         self.processed += 1;
@@ -158,6 +198,29 @@ impl Task {
             self.punctuate(PunctuationType::StreamTime, self.ctx.stream_time)?;
         }
         Ok(())
+    }
+
+    /// Hands what was counted since the last call to the metrics registry: records per task
+    /// and per processor, cache hits and misses per store, and each store's estimated
+    /// entries. Called after each commit.
+    pub(crate) fn export_metrics(&mut self) {
+        for node in &mut self.ctx.node_metrics {
+            node.export();
+        }
+        let m = &mut self.metrics;
+        m.processed_total.increment(self.processed - m.processed_exported);
+        m.processed_exported = self.processed;
+        for (store, (hits, misses, exported, entries)) in self.stores.iter().zip(&mut m.stores) {
+            let store = store.borrow();
+            let (h, s) = store.cache_stats();
+            hits.increment(h - exported.0);
+            misses.increment(s - exported.1);
+            *exported = (h, s);
+            // An estimate that RocksDB keeps in memory: cheap to read at every commit.
+            if let Ok(n) = store.engine().approximate_num_entries() {
+                entries.set(n as f64);
+            }
+        }
     }
 
     /// Fires the wall-clock punctuations due at `now`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::TaskId;
 use crate::error::StreamsError;
 use crate::graph::{Graph, InternalTopic, NodeId, NodeKind};
-use crate::node::{CollectorRef, ErrorPolicy, Instantiator, SourceRef, TaskContext};
+use crate::node::{CollectorRef, ErrorPolicy, Instantiator, NodeMetrics, SourceRef, TaskContext};
 use crate::task::Task;
 
 /// One sub-topology.
@@ -280,7 +280,13 @@ impl Topology {
         }
         let lifecycles = std::mem::take(&mut inst.lifecycles);
         let stores = std::mem::take(&mut inst.stores);
-        let ctx = TaskContext::new(id, application_id.clone(), collector, errors);
+        let mut ctx = TaskContext::new(id, application_id.clone(), collector, errors);
+        ctx.node_metrics = (0..self.graph.nodes.len())
+            .map(|node| match sub.nodes.contains(&node) {
+                true => NodeMetrics::new(application_id, id, &self.graph.nodes[node].name),
+                false => NodeMetrics::none(),
+            })
+            .collect();
         Ok(Task::new(id, sources, lifecycles, stores, ctx))
     }
 
