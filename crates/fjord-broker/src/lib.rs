@@ -12,6 +12,7 @@ pub mod consumer;
 mod error;
 mod events;
 pub mod group;
+pub mod metrics;
 mod pid;
 mod producer;
 pub mod txn;

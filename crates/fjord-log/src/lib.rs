@@ -16,6 +16,7 @@ mod error;
 pub mod index;
 mod log;
 pub mod manager;
+pub mod metrics;
 pub mod partitioner;
 pub mod producer_state;
 pub mod record;

@@ -591,6 +591,8 @@ fn background_loop(inner: &Inner) {
             if let Err(e) = log.flush_if_due() {
                 tracing::error!(partition = %log.topic_partition(), error = %e, "background flush failed");
             }
+            // Idle partitions bind their metrics to a recorder installed after they opened.
+            log.refresh_metrics();
         });
         let now = std::time::Instant::now();
         if now - last_retention >= inner.config.retention_check_interval {

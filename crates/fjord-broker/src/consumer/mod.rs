@@ -156,6 +156,9 @@ pub(crate) struct PartitionState {
     pub(crate) paused: bool,
     pub(crate) fetched: Option<CompletedFetch>,
     pub(crate) high_watermark: i64,
+    /// `fjord_consumer_lag` of this partition, registered once per assignment (and again after
+    /// a recorder is installed: the generation) instead of at every fetch.
+    pub(crate) lag_gauge: Option<(u64, metrics::Gauge)>,
 }
 
 pub(crate) struct ConsumerState {
@@ -565,10 +568,24 @@ impl Consumer {
                         continue;
                     }
                     p.high_watermark = data.high_watermark;
-                    let lag = (data.high_watermark - position).max(0);
                     if let Some(group) = &self.inner.config.group_id {
-                        metrics::gauge!("fjord_consumer_lag", "group" => group.clone(), "topic" => tp.topic.to_string(), "partition" => tp.partition.to_string())
-                            .set(lag as f64);
+                        // Kafka's records-lag: from where this fetch leaves the consumer to
+                        // the end it may read (the LSO under read_committed).
+                        let end = if read_committed {
+                            data.last_stable_offset
+                        } else {
+                            data.high_watermark
+                        };
+                        let lag = (end - data.next_offset.unwrap_or(position)).max(0);
+                        let generation = fjord_log::metrics::generation();
+                        let gauge = match &mut p.lag_gauge {
+                            Some((g, gauge)) if *g == generation => gauge,
+                            slot => {
+                                let gauge = metrics::gauge!("fjord_consumer_lag", "group" => group.clone(), "topic" => tp.topic.clone(), "partition" => tp.partition.to_string());
+                                &slot.insert((generation, gauge)).1
+                            }
+                        };
+                        gauge.set(lag as f64);
                     }
                     if !data.records.is_empty() {
                         p.fetched = Some(CompletedFetch::new(

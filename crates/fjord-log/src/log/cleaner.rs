@@ -216,6 +216,7 @@ impl PartitionLog {
         }
         let mut state = self.state.lock();
         state.cleaner_offset = state.cleaner_offset.max(plan.end);
+        self.metrics.publish(&state.offsets(state.size_in_bytes()));
         drop(state);
         self.write_checkpoint_if_changed()?;
         tracing::info!(partition = %self.tp, ?result, "compacted");

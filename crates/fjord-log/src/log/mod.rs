@@ -25,6 +25,7 @@ use crate::checkpoint::PartitionCheckpoint;
 use crate::clock::SharedClock;
 use crate::config::{TopicCompression, TopicConfig};
 use crate::error::{LogError, Result};
+use crate::metrics::{LogOffsets, PartitionMetrics};
 use crate::producer_state::{
     AbortedTxn, ProducerStateError, ProducerStateManager, SNAPSHOT_SUFFIX, SequenceCheck,
     list_snapshots,
@@ -184,6 +185,18 @@ impl LogState {
         self.segments.values().map(|s| s.size() as u64).sum()
     }
 
+    /// The values of the partition's gauges; `size_bytes` from the caller, so that appends
+    /// need not sum the segments.
+    fn offsets(&self, size_bytes: u64) -> LogOffsets {
+        LogOffsets {
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+            last_stable_offset: self.last_stable_offset(),
+            size_bytes,
+            segments: self.segments.len() as u64,
+        }
+    }
+
     fn checkpoint(&self) -> PartitionCheckpoint {
         PartitionCheckpoint {
             recovery_point: self.recovery_point,
@@ -203,6 +216,8 @@ pub struct PartitionLog {
     flush_lock: Mutex<()>,
     /// Serialises retention and compaction, which both replace segments.
     maintenance_lock: Mutex<()>,
+    /// Counters and gauges, updated under `state`'s lock (gauges) or after a read (fetches).
+    metrics: PartitionMetrics,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -400,6 +415,7 @@ impl PartitionLog {
             checkpointed: checkpoint.unwrap_or_default(),
             closed: false,
         };
+        let metrics = PartitionMetrics::new(&tp, &state.offsets(state.size_in_bytes()));
         let log = PartitionLog {
             tp,
             dir: dir.to_path_buf(),
@@ -408,6 +424,7 @@ impl PartitionLog {
             state: Mutex::new(state),
             flush_lock: Mutex::new(()),
             maintenance_lock: Mutex::new(()),
+            metrics,
         };
         log.write_checkpoint_if_changed()?;
         if !report.truncations.is_empty() || !report.corruptions.is_empty() {
@@ -743,6 +760,12 @@ impl PartitionLog {
         for header in &headers {
             state.producers.update(header, None, offset);
         }
+        let bytes = batches.len() as u64;
+        self.metrics.appended(
+            u64::from(record_count),
+            bytes,
+            &state.offsets(self.metrics.size_bytes() + bytes),
+        );
         let flush = config.flush_messages.is_some_and(|n| state.unflushed_messages >= n);
         let info = AppendInfo {
             first_offset,
@@ -798,6 +821,7 @@ impl PartitionLog {
         if let Some(txn) = aborted {
             state.active().append_aborted_txn(txn);
         }
+        self.metrics.publish(&state.offsets(self.metrics.size_bytes() + batch.len() as u64));
         let flush = config.flush_messages.is_some_and(|n| state.unflushed_messages >= n);
         drop(state);
         if flush {
@@ -870,6 +894,7 @@ impl PartitionLog {
         let mut state = self.state.lock();
         if state.active().size() > 0 {
             self.roll_locked(&mut state, now)?;
+            self.metrics.publish(&state.offsets(state.size_in_bytes()));
         }
         Ok(())
     }
@@ -1023,8 +1048,16 @@ impl PartitionLog {
                 data.aborted_transactions = self.collect_aborted_txns(offset, end);
             }
             data.records = read.bytes;
+            self.metrics.fetched(fetched_records(offset, &data.records), data.records.len() as u64);
             return Ok(data);
         }
+    }
+
+    /// Registers the partition's metric handles again if a recorder was installed since they
+    /// were registered (see [`crate::metrics`]). The `LogManager`'s background thread calls
+    /// it, so that idle partitions show up too.
+    pub fn refresh_metrics(&self) {
+        self.metrics.refresh();
     }
 
     /// Aborted transactions that overlap `[start, end)`: those whose first offset is below
@@ -1124,6 +1157,7 @@ impl PartitionLog {
             });
         }
         state.log_start_offset = state.log_start_offset.max(offset);
+        self.metrics.publish(&state.offsets(state.size_in_bytes()));
         Ok(state.log_start_offset)
     }
 
@@ -1177,6 +1211,7 @@ impl PartitionLog {
             let first = state.segments.keys().next().copied().unwrap_or(state.log_end_offset);
             state.log_start_offset = state.log_start_offset.max(first);
             state.cleaner_offset = state.cleaner_offset.max(state.log_start_offset);
+            self.metrics.publish(&state.offsets(state.size_in_bytes()));
             RetentionResult {
                 segments_deleted: deleted.len(),
                 bytes_deleted: deleted.iter().map(|s| s.size() as u64).sum(),
@@ -1247,6 +1282,27 @@ impl PartitionLog {
         std::fs::remove_dir_all(&self.dir)
             .map_err(|e| LogError::io("delete directory", &self.dir, e))
     }
+}
+
+/// Records at or after `offset` in the data batches of a read: what the reader gets, not the
+/// head of a first batch it skips. Under compaction a batch has gaps, so for a batch that
+/// starts below `offset` this is an upper bound.
+fn fetched_records(offset: i64, batches: &[u8]) -> u64 {
+    let mut records = 0;
+    // Every batch of a read passed its CRC check: the headers parse.
+    for batch in BatchIter::new(batches).map_while(|b| b.ok()) {
+        let h = batch.header();
+        if h.attributes.is_control() {
+            continue;
+        }
+        let count = i64::from(h.records_count);
+        records += if h.base_offset >= offset {
+            count
+        } else {
+            (h.last_offset() - offset + 1).clamp(0, count)
+        } as u64;
+    }
+    records
 }
 
 /// Decodes the marker of a control batch.
