@@ -22,6 +22,11 @@ pub struct StreamsStateDoc;
 #[doc = include_str!("../docs/exactly-once.md")]
 pub struct ExactlyOnceDoc;
 
+/// The code blocks of `docs/metrics.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/metrics.md")]
+pub struct MetricsDoc;
+
 /// The code blocks of `docs/guide.md`, compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide.md")]

@@ -15,6 +15,7 @@ mod global_table;
 mod global_thread;
 mod graph;
 mod join;
+mod metrics;
 mod node;
 pub mod processor;
 mod query;

@@ -80,6 +80,11 @@ pub struct StreamsConfig {
     /// group protocol, so that [`Streams::query_metadata_for_key`] names the instance that
     /// holds any key. `None` (the default): this instance is not listed.
     pub application_server: Option<crate::HostInfo>,
+    /// Where to serve metrics for Prometheus (HTTP, a fixed port), or `None` (the default):
+    /// [`Streams::start`] installs the process's Prometheus exporter there
+    /// ([`fjord_broker::metrics::install_prometheus_exporter`], `docs/metrics.md`). Instances
+    /// of one process may name the same address; the first one installs it.
+    pub metrics_endpoint: Option<std::net::SocketAddr>,
 }
 
 impl StreamsConfig {
@@ -101,6 +106,7 @@ impl StreamsConfig {
             cache_max_bytes: 10 * 1024 * 1024,
             rocksdb_memory: fjord_state::MemoryConfig::default(),
             application_server: None,
+            metrics_endpoint: None,
         }
     }
 
@@ -226,6 +232,9 @@ impl Streams {
     pub async fn start(&mut self) -> Result<(), StreamsError> {
         if *self.shared.state.borrow() != StreamsState::Created {
             return Err(StreamsError::IllegalState("start() can only be called once".into()));
+        }
+        if let Some(addr) = self.shared.config.metrics_endpoint {
+            install_metrics_exporter(addr)?;
         }
         self.create_internal_topics().await?;
         // For operators: `fjord app describe --state-dir` shows it.
@@ -1105,6 +1114,30 @@ fn process_id(state_dir: &std::path::Path) -> Result<String, StreamsError> {
     std::fs::write(&tmp, &id).map_err(unusable)?;
     std::fs::rename(&tmp, &path).map_err(unusable)?;
     Ok(id)
+}
+
+/// Installs the Prometheus exporter at `addr` once per process: another instance that asks
+/// for the same address shares it; a different address is an error (one recorder per process).
+fn install_metrics_exporter(addr: std::net::SocketAddr) -> Result<(), StreamsError> {
+    static INSTALLED: Mutex<Option<std::net::SocketAddr>> = Mutex::new(None);
+    let mut installed = INSTALLED.lock();
+    match *installed {
+        Some(at) if at == addr => Ok(()),
+        Some(at) => Err(StreamsError::Config {
+            name: "metrics.endpoint",
+            reason: format!(
+                "{addr} asked for, but this process already serves its metrics on {at}: use the same address"
+            ),
+        }),
+        None => {
+            fjord_broker::metrics::install_prometheus_exporter(addr).map_err(|e| {
+                StreamsError::Config { name: "metrics.endpoint", reason: e.to_string() }
+            })?;
+            crate::metrics::describe();
+            *installed = Some(addr);
+            Ok(())
+        }
+    }
 }
 
 fn wall_clock_ms() -> i64 {

@@ -28,7 +28,7 @@ struct InputQueue {
 /// One task.
 pub(crate) struct Task {
     pub(crate) id: TaskId,
-    sources: Vec<(Arc<str>, SourceRef)>,
+    sources: Vec<(Arc<str>, SourceRef, NodeId)>,
     lifecycles: Vec<(NodeId, LifeRef)>,
     /// The task's state stores.
     pub(crate) stores: Vec<StoreRef>,
@@ -59,7 +59,7 @@ const LATENCY_SAMPLE: u64 = 64;
 impl Task {
     pub(crate) fn new(
         id: TaskId,
-        sources: Vec<(Arc<str>, SourceRef)>,
+        sources: Vec<(Arc<str>, SourceRef, NodeId)>,
         lifecycles: Vec<(NodeId, LifeRef)>,
         stores: Vec<StoreRef>,
         ctx: TaskContext,
@@ -166,11 +166,11 @@ impl Task {
 
     fn process_record(&mut self, index: usize, record: RawRecord) -> Result<(), StreamsError> {
         // Most tasks read one topic: compare the shared name's pointer before its bytes.
-        let source = self
+        let (source, node) = self
             .sources
             .iter()
-            .find(|(topic, _)| Arc::ptr_eq(topic, &record.topic) || **topic == *record.topic)
-            .map(|(_, s)| s.clone())
+            .find(|(topic, _, _)| Arc::ptr_eq(topic, &record.topic) || **topic == *record.topic)
+            .map(|(_, s, node)| (s.clone(), *node))
             .ok_or_else(|| {
                 StreamsError::IllegalState(format!(
                     "task {} has no source for topic {}",
@@ -182,6 +182,9 @@ impl Task {
             self.ctx.stream_time = record.timestamp;
         }
         self.ctx.current = Some(record);
+        if let Some(m) = self.ctx.node_metrics.get_mut(node) {
+            m.processed += 1;
+        }
         if self.processed.is_multiple_of(LATENCY_SAMPLE) {
             let started = std::time::Instant::now();
             source.borrow_mut().process_current(&mut self.ctx);

@@ -269,12 +269,12 @@ impl Topology {
             .get(id.subtopology as usize)
             .ok_or_else(|| StreamsError::Topology(format!("no sub-topology {}", id.subtopology)))?;
         let mut inst = Instantiator::new(&self.graph, application_id, id, opener, cache_bytes);
-        let mut sources: Vec<(Arc<str>, SourceRef)> = Vec::new();
+        let mut sources: Vec<(Arc<str>, SourceRef, NodeId)> = Vec::new();
         for &node in &sub.sources {
             let source = inst.source(node)?;
             if let NodeKind::Source { topics } = &self.graph.node(node)?.kind {
                 for topic in topics {
-                    sources.push((inst.topic(topic), source.clone()));
+                    sources.push((inst.topic(topic), source.clone(), node));
                 }
             }
         }
