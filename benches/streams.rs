@@ -27,8 +27,9 @@ use fjord::broker::{
 };
 use fjord::streams::{
     Consumed, EmbeddedBackend, Materialized, ProcessingGuarantee, Produced, SerdeRef, Serdes,
-    Streams, StreamsBuilder, StreamsConfig, TimeWindows,
+    Streams, StreamsBuilder, TimeWindows,
 };
+use support::{Commits, streams_config};
 
 /// A value of about 100 bytes in either encoding.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -61,24 +62,11 @@ enum Workload {
     Join,
 }
 
-/// A guarantee and its commit interval (`None`: the guarantee's default).
-type Commits = (ProcessingGuarantee, Option<Duration>);
-
 /// A row of the table: name, serde, workload, commits, description, target.
 type Row = (&'static str, SerdeRef<Event>, Workload, Commits, &'static str, &'static str);
 
 /// Distinct keys of the stateful workloads.
 const KEYS: u64 = 10_000;
-
-fn streams_config(state_dir: &std::path::Path, name: &str, commits: Commits) -> StreamsConfig {
-    StreamsConfig {
-        max_poll_records: 10_000,
-        state_dir: state_dir.join(name),
-        processing_guarantee: commits.0,
-        commit_interval: commits.1,
-        ..StreamsConfig::new(name)
-    }
-}
 
 async fn run(
     broker: &Broker,
@@ -89,21 +77,11 @@ async fn run(
     commits: Commits,
     records: u64,
 ) -> f64 {
-    let admin = Admin::new(broker);
     let input = format!("{name}-in");
     let output = format!("{name}-out");
     let table = format!("{name}-table");
-    for t in [&input, &output, &table] {
-        admin
-            .create_topic(NewTopic::new(t.as_str(), 1).config("retention.ms", "-1"))
-            .await
-            .unwrap();
-    }
-    let producer = Producer::new(
-        broker,
-        ProducerConfig { batch_size: 256 * 1024, ..ProducerConfig::default() },
-    )
-    .unwrap();
+    support::create_topics(broker, &[&input, &output, &table]).await;
+    let producer = support::input_producer(broker);
     let mut buf = Vec::new();
     let keys = if workload == Workload::Stateless { u64::MAX } else { KEYS };
     if workload == Workload::Join {
@@ -152,21 +130,17 @@ async fn run(
                 .to_with(&output, Produced::with(Serdes::u64(), Serdes::i64()))
         }
     }
-    let mut streams = Streams::new(
-        builder.build().unwrap(),
-        Arc::new(EmbeddedBackend::new(broker)),
-        streams_config(state_dir, name, commits),
-    )
-    .unwrap();
     let expected = records + if workload == Workload::Join { KEYS } else { 0 };
-    let started = Instant::now();
-    streams.start().await.unwrap();
-    while streams.records_processed() < expected {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     // Closing commits: the caches flush, and every output is in the log when it returns.
-    streams.close().await.unwrap();
-    records as f64 / started.elapsed().as_secs_f64()
+    let elapsed = support::run_until(
+        broker,
+        builder.build().unwrap(),
+        streams_config(state_dir, name, commits),
+        |s| s.records_processed() >= expected,
+    )
+    .await
+    .unwrap();
+    records as f64 / elapsed.as_secs_f64()
 }
 
 /// Count per key under exactly-once at a steady `rate` for `seconds`: the latency from each
@@ -268,16 +242,10 @@ fn wall_clock_ms() -> i64 {
 
 fn main() {
     support::prefault_memory();
-    let records: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000_000);
-    // Names of the workloads to run (cargo bench passes `--bench`; it is not a name).
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a.parse::<u64>().is_err() && !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
+    let args = support::Args::parse(5_000_000);
+    let records = args.count;
+    let wanted = |name: &str| args.wanted(name);
+    support::runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig::new(dir.path().join("log"))).await.unwrap();
         println!("| workload | input records/s | target |");
