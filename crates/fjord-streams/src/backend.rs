@@ -86,6 +86,8 @@ pub trait Backend: Send + Sync + 'static {
         partitions: &[TopicPartition],
         read_committed: bool,
     ) -> Result<Vec<i64>, StreamsError>;
+    /// Deletes the records of each partition before its offset (Kafka's `DeleteRecords`).
+    async fn delete_records(&self, before: &[(TopicPartition, i64)]) -> Result<(), StreamsError>;
 }
 
 /// Reads changelog partitions from given offsets (Kafka Streams' restore consumer).
@@ -280,6 +282,11 @@ impl Backend for EmbeddedBackend {
     ) -> Result<Vec<i64>, StreamsError> {
         let spec = if read_committed { OffsetSpec::LatestCommitted } else { OffsetSpec::Latest };
         partitions.iter().map(|tp| Ok(self.broker.list_offset(tp, spec)?.offset)).collect()
+    }
+
+    async fn delete_records(&self, before: &[(TopicPartition, i64)]) -> Result<(), StreamsError> {
+        Admin::new(&self.broker).delete_records(before.to_vec()).await?;
+        Ok(())
     }
 }
 

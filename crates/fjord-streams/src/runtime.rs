@@ -85,6 +85,11 @@ pub struct StreamsConfig {
     /// ([`fjord_broker::metrics::install_prometheus_exporter`], `docs/metrics.md`). Instances
     /// of one process may name the same address; the first one installs it.
     pub metrics_endpoint: Option<std::net::SocketAddr>,
+    /// `repartition.purge.interval.ms` (30 s): how often, after a commit, a stream thread
+    /// deletes the records of repartition topics its tasks have consumed and committed, so
+    /// that those topics (kept forever otherwise: `retention.ms=-1`) do not grow without
+    /// bound.
+    pub repartition_purge_interval: Duration,
 }
 
 impl StreamsConfig {
@@ -107,6 +112,7 @@ impl StreamsConfig {
             rocksdb_memory: fjord_state::MemoryConfig::default(),
             application_server: None,
             metrics_endpoint: None,
+            repartition_purge_interval: Duration::from_secs(30),
         }
     }
 
@@ -608,6 +614,9 @@ struct StreamThread {
     failed_commits_in_a_row: u32,
     tasks: BTreeMap<TaskId, Task>,
     last_commit: Instant,
+    /// The repartition topics (real names) and when their consumed records were last deleted.
+    repartition_topics: BTreeSet<Arc<str>>,
+    last_purge: Instant,
     /// Which sub-topology reads each topic, looked up once per topic.
     routes: std::collections::HashMap<Arc<str>, Option<u32>>,
 }
@@ -669,6 +678,14 @@ impl StreamThread {
             failed_commits_in_a_row: 0,
             tasks: BTreeMap::new(),
             last_commit: Instant::now(),
+            repartition_topics: shared
+                .topology
+                .internal_topics()
+                .iter()
+                .filter(|t| t.kind == InternalTopicKind::Repartition)
+                .map(|t| Arc::from(shared.topology.resolve_topic(&app, &t.name)))
+                .collect(),
+            last_purge: Instant::now(),
             routes: std::collections::HashMap::new(),
         };
         let result = thread.run_loop().await;
@@ -861,6 +878,7 @@ impl StreamThread {
         let error = match self.try_commit().await {
             Ok(()) => {
                 self.failed_commits_in_a_row = 0;
+                self.purge_repartition_topics().await;
                 return Ok(());
             }
             Err(e) => e,
@@ -972,6 +990,29 @@ impl StreamThread {
         metrics::histogram!("fjord_streams_commit_latency_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Deletes what the tasks consumed from repartition topics, up to the offsets just
+    /// committed (Kafka Streams' purge), at most every `repartition_purge_interval`. A failure
+    /// only delays the purge: the records stay until the next one.
+    async fn purge_repartition_topics(&mut self) {
+        let interval = self.shared.config.repartition_purge_interval;
+        if self.repartition_topics.is_empty() || self.last_purge.elapsed() < interval {
+            return;
+        }
+        self.last_purge = Instant::now();
+        let before: Vec<(TopicPartition, i64)> = self
+            .tasks
+            .values()
+            .flat_map(Task::committable_offsets)
+            .filter(|(tp, _)| self.repartition_topics.contains(&tp.topic))
+            .collect();
+        if before.is_empty() {
+            return;
+        }
+        if let Err(e) = self.shared.backend.delete_records(&before).await {
+            tracing::warn!(thread = %self.name, error = %e, "cannot purge repartition topics; retrying at a later commit");
+        }
     }
 
     /// Closes a task's processors and its stores' engines, without committing.

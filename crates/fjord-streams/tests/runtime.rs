@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fjord_broker::{
     Admin, Broker, BrokerConfig, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord,
 };
 use fjord_log::TopicPartition;
 use fjord_streams::{
@@ -114,7 +114,7 @@ async fn a_stateless_pipeline_runs_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repartitioning_keeps_every_record_and_groups_keys_by_partition() {
+async fn repartitioning_keeps_every_record_groups_keys_by_partition_and_purges_what_it_consumed() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     let admin = Admin::new(&broker);
@@ -130,17 +130,31 @@ async fn repartitioning_keeps_every_record_and_groups_keys_by_partition() {
         .repartition()
         .to("out");
     let topology = builder.build().unwrap();
-    let mut streams = Streams::new(
-        topology,
-        Arc::new(EmbeddedBackend::new(&broker)),
-        config("rekey", dir.path()),
-    )
-    .unwrap();
+    // Purge the repartition topic at every commit.
+    let config =
+        StreamsConfig { repartition_purge_interval: Duration::ZERO, ..config("rekey", dir.path()) };
+    let mut streams =
+        Streams::new(topology, Arc::new(EmbeddedBackend::new(&broker)), config).unwrap();
     streams.start().await.unwrap();
     // The repartition topic was created with the source's partition count.
-    let internal = broker.logs().topic("rekey-KSTREAM-REPARTITION-0000000002-repartition").unwrap();
+    let repartition = "rekey-KSTREAM-REPARTITION-0000000002-repartition";
+    let internal = broker.logs().topic(repartition).unwrap();
     assert_eq!(internal.partition_count(), 4);
     let out = read_n(&broker, "out", 2000).await;
+    // Once its records are consumed and committed, they are deleted: every partition of the
+    // repartition topic ends up empty, its log start offset at its end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut written = 0;
+    for p in 0..4 {
+        let tp = TopicPartition::new(repartition, p);
+        let end = broker.list_offset(&tp, OffsetSpec::Latest).unwrap().offset;
+        while broker.list_offset(&tp, OffsetSpec::Earliest).unwrap().offset < end {
+            assert!(Instant::now() < deadline, "partition {p} of the repartition topic not purged");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        written += end;
+    }
+    assert_eq!(written, 2000, "every record went through the repartition topic");
     assert_eq!(out.len(), 2000);
     let mut partitions_of: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     for r in &out {
