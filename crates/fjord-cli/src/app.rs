@@ -76,6 +76,18 @@ pub fn run(settings: &Settings, command: AppCommand) -> Result<()> {
     })
 }
 
+/// The error for an application id that left nothing in the data directory.
+fn no_application(app: &str) -> CliError {
+    CliError::arg(
+        "application-id",
+        app,
+        format!(
+            "no application `{app}` in this data directory: no consumer group and no internal \
+             topics named `{app}-...` (check the id with `fjord groups list`)"
+        ),
+    )
+}
+
 /// Whether `topic` is one of the application's internal topics.
 fn is_internal(app: &str, topic: &str) -> bool {
     topic
@@ -126,14 +138,7 @@ async fn reset(broker: &Broker, args: ResetArgs, out: &mut Out) -> Result<()> {
         inputs.dedup();
     }
     if group.is_none() && internal.is_empty() && inputs.is_empty() {
-        return Err(CliError::arg(
-            "application-id",
-            app,
-            format!(
-                "no application `{app}` in this data directory: no consumer group and no \
-                 internal topics named `{app}-...` (check the id with `fjord groups list`)"
-            ),
-        ));
+        return Err(no_application(app));
     }
     let mut plan = BTreeMap::new();
     for topic in &inputs {
@@ -236,14 +241,7 @@ fn describe(broker: &Broker, args: DescribeArgs, out: &mut Out) -> Result<()> {
     let group = group(&admin, app)?;
     let internal = internal_topics(&admin, app);
     if group.is_none() && internal.is_empty() {
-        return Err(CliError::arg(
-            "application-id",
-            app,
-            format!(
-                "no application `{app}` in this data directory: no consumer group and no \
-                 internal topics named `{app}-...` (check the id with `fjord groups list`)"
-            ),
-        ));
+        return Err(no_application(app));
     }
     let topology = match &args.state_dir {
         Some(dir) => {
