@@ -1,3 +1,8 @@
+//! The macro benchmark: every standard workload end to end on the embedded log, in one table.
+//!
+//! The log alone: appending 100-byte records through a producer (`log-append`) and reading them
+//! back with a consumer (`log-read`).
+//!
 //! Stream processing throughput, log to log, at-least-once, one stream thread, 100-byte values:
 //! `filter` + `map_values` + `to` (targets: 3,000,000 records/s with the compact binary serde,
 //! 1,000,000 with JSON); count per key over 10,000 keys in a cached RocksDB store (target
@@ -11,11 +16,17 @@
 //! The input is written first; the clock runs from `start()` until every input record was
 //! processed and `close()` returned (it commits: caches flushed, outputs in the log).
 //!
+//! The Nexmark queries the DSL expresses (`streams/nexmark.rs`: q0, q1, q2, q5, q7, q8) on
+//! Beam's event generator, each checked against a direct computation.
+//!
 //! `cargo bench --bench streams [-- <records, default 5000000>] [workload names...]`, names
-//! from the table (`binary json count count-100ms count-eos window join latency-eos`); all
-//! when none.
+//! from the table (`log-append log-read binary json count count-100ms count-eos window join
+//! latency-eos q0 q1 q2 q5 q7 q8`); all when none.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Not `benches/nexmark.rs`: Cargo would build that as a bench of its own.
+#[path = "streams/nexmark.rs"]
+mod nexmark;
 mod support;
 
 use std::sync::Arc;
@@ -236,6 +247,52 @@ async fn latency(
     (at(0.5), at(0.99))
 }
 
+/// The log alone: `records` 100-byte records appended through a producer (until all are
+/// acknowledged), then read back by a consumer, each timed.
+async fn log_rows(broker: &Broker, records: u64, wanted: &impl Fn(&str) -> bool) {
+    if !wanted("log-append") && !wanted("log-read") {
+        return;
+    }
+    let topic = "log-bench";
+    support::create_topics(broker, &[topic]).await;
+    let producer = support::input_producer(broker);
+    let value = [7u8; 100];
+    let started = Instant::now();
+    for i in 0..records {
+        producer.send(ProducerRecord::new(topic, &value).key(&i.to_be_bytes())).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    producer.close().await.unwrap();
+    if wanted("log-append") {
+        println!(
+            "| log append through a producer, 100-byte values, {records} records | {:.0} | - |",
+            records as f64 / seconds
+        );
+    }
+    if wanted("log-read") {
+        let consumer = Consumer::new(
+            broker,
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                max_poll_records: 10_000,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+        consumer.assign(&[TopicPartition::new(topic, 0)]).unwrap();
+        let started = Instant::now();
+        let mut read = 0;
+        while read < records {
+            read += consumer.poll(Duration::from_millis(100)).await.unwrap().len() as u64;
+        }
+        println!(
+            "| log read through a consumer, 100-byte values, {records} records | {:.0} | - |",
+            records as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -250,6 +307,7 @@ fn main() {
         let broker = Broker::open(BrokerConfig::new(dir.path().join("log"))).await.unwrap();
         println!("| workload | input records/s | target |");
         println!("|---|---|---|");
+        log_rows(&broker, records, &wanted).await;
         let alos = (ProcessingGuarantee::AtLeastOnce, None);
         let runs: [Row; 7] = [
             (
@@ -323,6 +381,7 @@ fn main() {
                 "| exactly-once count per key at 100,000 records/s for 10 s: produce to committed output | p50 {p50:.0} ms, p99 {p99:.0} ms | - |"
             );
         }
+        nexmark::run_queries(&broker, dir.path(), records, wanted).await;
         broker.shutdown().await.unwrap();
     });
 }

@@ -70,24 +70,24 @@
 //! events: every output record of q0, q1 and q2 (count and digest), each window's final row of
 //! q5 and q7, and the multiset of q8's pairs.
 //!
-//! `cargo bench --profile dev --bench nexmark -- [<events, default 1000000>] [q0 q1 q2 q5 q7 q8]`
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
+//! A module of the `streams` bench, which prints these queries' rows in its one table:
+//! `cargo bench --profile dev --bench streams -- [<events>] [q0 q1 q2 q5 q7 q8]`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hasher};
+use std::path::Path;
 use std::time::Duration;
 
 use fjord::broker::{
-    Broker, BrokerConfig, Consumer, ConsumerConfig, OffsetReset, OffsetSpec, ProducerRecord,
-    TopicPartition,
+    Broker, Consumer, ConsumerConfig, OffsetReset, OffsetSpec, ProducerRecord, TopicPartition,
 };
 use fjord::streams::{
     Consumed, Grouped, InternalTopicKind, JoinWindows, KStream, Materialized, ProcessingGuarantee,
     Produced, Repartitioned, SerdeRef, Serdes, StreamJoined, StreamsBuilder, TimeWindows, Topology,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::support;
 
 // ---------------------------------------------------------------------------------------------
 // The events (Beam's `model/Person.java`, `Auction.java`, `Bid.java`; times in ms since the
@@ -929,7 +929,13 @@ async fn run(
     support::run_until(broker, topology, config, done).await.unwrap().as_secs_f64()
 }
 
-fn main() {
+/// Runs the queries `wanted` over `events` generated events, printing a row of the `streams`
+/// bench's table for each.
+pub async fn run_queries(broker: &Broker, dir: &Path, events: u64, wanted: impl Fn(&str) -> bool) {
+    let queries: Vec<Query> = QUERIES.into_iter().filter(|q| wanted(q.name())).collect();
+    if queries.is_empty() {
+        return;
+    }
     // The port of java.util.Random, against values OpenJDK 17 printed for `new Random(1234567)`.
     let mut r = JavaRandom::new(1_234_567);
     assert_eq!(
@@ -939,9 +945,6 @@ fn main() {
     assert_eq!((r.next_f64(), r.next_int(1_000_000_007)), (0.674_103_616_848_309_4, 711_765_944));
     assert_eq!(next_price(&mut JavaRandom::new(77)), 2_210_142);
 
-    support::prefault_memory();
-    let args = support::Args::parse(1_000_000);
-    let events = args.count;
     let rate: f64 = std::env::var("FJORD_NEXMARK_RATE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -952,41 +955,30 @@ fn main() {
         _ => events <= 2_000_000,
     };
     let generator = Generator::new(rate);
-    support::runtime().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::open(BrokerConfig::new(dir.path().join("log"))).await.unwrap();
-        let input = "nexmark-events";
-        let queries: Vec<Query> = QUERIES.into_iter().filter(|q| args.wanted(q.name())).collect();
-        let outputs: Vec<String> =
-            queries.iter().map(|q| format!("nexmark-{}-out", q.name())).collect();
-        let mut topics = vec![input];
-        topics.extend(outputs.iter().map(String::as_str));
-        support::create_topics(&broker, &topics).await;
-        let expected = write_input(&broker, input, &generator, events, check).await;
-        let span_ms = generator.timestamp(events as i64 - 1) - BASE_TIME;
-        println!(
-            "{events} events at {rate} events/s of event time ({:.3} s of event time)",
-            span_ms as f64 / 1000.0
-        );
-        println!("| query | events | seconds | events/s | outputs | checked |");
-        println!("|---|---|---|---|---|---|");
-        let state_dir = dir.path().join("state");
-        for (query, output) in queries.iter().zip(&outputs) {
-            let seconds = run(&broker, &state_dir, *query, input, output, events).await;
-            let written = broker
-                .list_offset(&TopicPartition::new(output.as_str(), 0), OffsetSpec::Latest)
-                .unwrap()
-                .offset;
-            if check {
-                verify(&broker, *query, output, &expected).await;
-            }
-            println!(
-                "| {} | {events} | {seconds:.2} | {:.0} | {written} | {} |",
-                query.description(),
-                events as f64 / seconds,
-                if check { "yes" } else { "no" },
-            );
+    let input = "nexmark-events";
+    let outputs: Vec<String> =
+        queries.iter().map(|q| format!("nexmark-{}-out", q.name())).collect();
+    let mut topics = vec![input];
+    topics.extend(outputs.iter().map(String::as_str));
+    support::create_topics(broker, &topics).await;
+    let expected = write_input(broker, input, &generator, events, check).await;
+    let span_ms = generator.timestamp(events as i64 - 1) - BASE_TIME;
+    let state_dir = dir.join("nexmark-state");
+    for (query, output) in queries.iter().zip(&outputs) {
+        let seconds = run(broker, &state_dir, *query, input, output, events).await;
+        let written = broker
+            .list_offset(&TopicPartition::new(output.as_str(), 0), OffsetSpec::Latest)
+            .unwrap()
+            .offset;
+        if check {
+            verify(broker, *query, output, &expected).await;
         }
-        broker.shutdown().await.unwrap();
-    });
+        println!(
+            "| Nexmark {}, {events} events over {:.3} s of event time ({written} outputs{}) | {:.0} | - |",
+            query.description(),
+            span_ms as f64 / 1000.0,
+            if check { ", checked" } else { "" },
+            events as f64 / seconds,
+        );
+    }
 }
