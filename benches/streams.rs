@@ -271,16 +271,7 @@ async fn log_rows(broker: &Broker, records: u64, wanted: &impl Fn(&str) -> bool)
         );
     }
     if wanted("log-read") {
-        let consumer = Consumer::new(
-            broker,
-            ConsumerConfig {
-                auto_offset_reset: OffsetReset::Earliest,
-                max_poll_records: 10_000,
-                ..ConsumerConfig::default()
-            },
-        )
-        .unwrap();
-        consumer.assign(&[TopicPartition::new(topic, 0)]).unwrap();
+        let consumer = support::reader(broker, topic);
         let started = Instant::now();
         let mut read = 0;
         while read < records {

@@ -78,9 +78,7 @@ use std::hash::{DefaultHasher, Hasher};
 use std::path::Path;
 use std::time::Duration;
 
-use fjord::broker::{
-    Broker, Consumer, ConsumerConfig, OffsetReset, OffsetSpec, ProducerRecord, TopicPartition,
-};
+use fjord::broker::{Broker, OffsetSpec, ProducerRecord, TopicPartition};
 use fjord::streams::{
     Consumed, Grouped, InternalTopicKind, JoinWindows, KStream, Materialized, ProcessingGuarantee,
     Produced, Repartitioned, SerdeRef, Serdes, StreamJoined, StreamsBuilder, TimeWindows, Topology,
@@ -766,16 +764,7 @@ impl Expected {
 async fn read_all(broker: &Broker, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let tp = TopicPartition::new(topic, 0);
     let end = broker.list_offset(&tp, OffsetSpec::Latest).unwrap().offset;
-    let consumer = Consumer::new(
-        broker,
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            max_poll_records: 10_000,
-            ..ConsumerConfig::default()
-        },
-    )
-    .unwrap();
-    consumer.assign(&[tp]).unwrap();
+    let consumer = support::reader(broker, topic);
     let mut out = Vec::new();
     let mut next = 0;
     while next < end {

@@ -25,7 +25,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord::broker::{Admin, Broker, NewTopic, Producer, ProducerConfig};
+use fjord::broker::{
+    Admin, Broker, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+    TopicPartition,
+};
 use fjord::streams::{
     EmbeddedBackend, ProcessingGuarantee, Streams, StreamsConfig, StreamsError, Topology,
 };
@@ -72,6 +75,19 @@ pub async fn create_topics(broker: &Broker, names: &[&str]) {
             .await
             .expect("create topic");
     }
+}
+
+/// A consumer outside any group that reads a one-partition topic from its start, 10,000
+/// records per poll.
+pub fn reader(broker: &Broker, topic: &str) -> Consumer {
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        max_poll_records: 10_000,
+        ..ConsumerConfig::default()
+    };
+    let consumer = Consumer::new(broker, config).expect("consumer");
+    consumer.assign(&[TopicPartition::new(topic, 0)]).expect("assign");
+    consumer
 }
 
 /// The producer that writes a benchmark's input before the clock starts: 256 KiB batches.
