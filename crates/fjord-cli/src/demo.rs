@@ -269,12 +269,10 @@ async fn process(broker: &Broker, dir: &Path, args: &DemoArgs, out: &mut Out) ->
     out.line("")?;
     out.line("Top customers (interactive query on store `revenue-totals`):")?;
     let tiers: BTreeMap<String, Customer> = (0..args.customers).map(customer).collect();
-    let mut ranked: Vec<(&String, &i64)> = totals.iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let mut rows = vec![row!["CUSTOMER", "NAME", "TIER", "REVENUE"]];
-    for (id, cents) in ranked.into_iter().take(5) {
+    for (id, cents) in top(&totals, 5) {
         let c = &tiers[id];
-        rows.push(row![id, c.name, c.tier, dollars(*cents)]);
+        rows.push(row![id, c.name, c.tier, dollars(cents)]);
     }
     out.table(&rows)?;
     out.line("")?;
@@ -356,11 +354,16 @@ async fn run_job(
         let every = if on_terminal { Duration::from_millis(250) } else { Duration::from_secs(1) };
         if last_shown.elapsed() >= every {
             last_shown = Instant::now();
+            let now = totals.all().map_err(demo_error)?;
+            let leaders: Vec<String> = top(now.iter().map(|(id, c)| (id, c)), 3)
+                .into_iter()
+                .map(|(id, cents)| format!("{id} {}", dollars(cents)))
+                .collect();
             let status = format!(
                 "produced {}, processed {}; top: {}",
                 i + 1,
                 streams.records_processed(),
-                top(&totals.all().map_err(demo_error)?, 3)
+                leaders.join(", ")
             );
             if on_terminal {
                 bar.set_message(status);
@@ -386,16 +389,15 @@ async fn run_job(
     Ok(Job { produced_in, processed_in, totals, windows, expected })
 }
 
-/// The top `n` customers as `id $amount`.
-fn top(totals: &[(String, i64)], n: usize) -> String {
-    let mut ranked: Vec<&(String, i64)> = totals.iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+/// The `n` customers with the most revenue, most first (ties by id).
+fn top<'a>(
+    totals: impl IntoIterator<Item = (&'a String, &'a i64)>,
+    n: usize,
+) -> Vec<(&'a String, i64)> {
+    let mut ranked: Vec<(&String, i64)> = totals.into_iter().map(|(id, c)| (id, *c)).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.truncate(n);
     ranked
-        .iter()
-        .take(n)
-        .map(|(id, c)| format!("{id} {}", dollars(*c)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn dollars(cents: i64) -> String {

@@ -2,9 +2,10 @@
 //! (transactional) producer. Nothing above this module knows which backend is in use.
 //!
 //! [`EmbeddedBackend`] runs on Fjord's in-process broker; a Kafka backend on rdkafka
-//! (`fjord-kafka`, not built yet) is meant to implement the same trait. The shape follows what both can do: consumers that subscribe as
-//! group members and report when a rebalance is coming, producers whose `send` is synchronous
-//! (the stream thread is a thread of its own) and whose transactions take consumed offsets.
+//! (`fjord-kafka`, not built yet) is meant to implement the same trait. The shape follows what
+//! both can do: consumers that subscribe as group members and report when a rebalance is
+//! coming, producers whose `send` is synchronous (the stream thread is a thread of its own) and
+//! whose transactions take consumed offsets.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -99,9 +99,20 @@ pub struct TaskContext {
     pub(crate) node_metrics: Vec<NodeMetrics>,
 }
 
-/// How often a node's processing is timed: one record in this many. Reading the clock for
-/// every record would cost more than many operators do.
-const LATENCY_SAMPLE: u64 = 64;
+/// How often a node's (and a task's) processing is timed: one record in this many. Reading the
+/// clock for every record would cost more than many operators do.
+pub(crate) const LATENCY_SAMPLE: u64 = 64;
+
+/// Runs `work`; when `sampled`, returns how long it took, in seconds.
+pub(crate) fn timed_if(sampled: bool, work: impl FnOnce()) -> Option<f64> {
+    if !sampled {
+        work();
+        return None;
+    }
+    let started = std::time::Instant::now();
+    work();
+    Some(started.elapsed().as_secs_f64())
+}
 
 /// A node's metrics (Kafka Streams' processor-node `process-total` and `process-latency`; the
 /// latency includes the nodes it forwards to, as in Kafka). Counted in plain integers on the
@@ -155,14 +166,10 @@ fn deliver<K, V>(ctx: &mut TaskContext, id: NodeId, node: &NodeRef<K, V>, record
         }
         None => false,
     };
-    if sampled {
-        let started = std::time::Instant::now();
-        node.borrow_mut().process(ctx, record);
-        if let Some(m) = ctx.node_metrics.get(id) {
-            m.latency.record(started.elapsed().as_secs_f64());
-        }
-    } else {
-        node.borrow_mut().process(ctx, record);
+    if let Some(seconds) = timed_if(sampled, || node.borrow_mut().process(ctx, record))
+        && let Some(m) = ctx.node_metrics.get(id)
+    {
+        m.latency.record(seconds);
     }
 }
 

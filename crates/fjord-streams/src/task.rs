@@ -13,7 +13,7 @@ use fjord_log::TopicPartition;
 use crate::TaskId;
 use crate::error::StreamsError;
 use crate::graph::NodeId;
-use crate::node::{LifeRef, RawRecord, SourceRef, TaskContext};
+use crate::node::{LATENCY_SAMPLE, LifeRef, RawRecord, SourceRef, TaskContext, timed_if};
 use crate::processor::PunctuationType;
 use crate::state::StoreRef;
 
@@ -52,9 +52,6 @@ struct TaskMetrics {
     /// Per store: cache hits and misses, their exported counts, and the store's entries.
     stores: Vec<(metrics::Counter, metrics::Counter, (u64, u64), metrics::Gauge)>,
 }
-
-/// How often a task times a record: one in this many.
-const LATENCY_SAMPLE: u64 = 64;
 
 impl Task {
     pub(crate) fn new(
@@ -185,12 +182,10 @@ impl Task {
         if let Some(m) = self.ctx.node_metrics.get_mut(node) {
             m.processed += 1;
         }
-        if self.processed.is_multiple_of(LATENCY_SAMPLE) {
-            let started = std::time::Instant::now();
-            source.borrow_mut().process_current(&mut self.ctx);
-            self.metrics.latency.record(started.elapsed().as_secs_f64());
-        } else {
-            source.borrow_mut().process_current(&mut self.ctx);
+        let sampled = self.processed.is_multiple_of(LATENCY_SAMPLE);
+        let ctx = &mut self.ctx;
+        if let Some(seconds) = timed_if(sampled, || source.borrow_mut().process_current(ctx)) {
+            self.metrics.latency.record(seconds);
         }
         self.queues[index].next_offset = Some(offset + 1);
         self.dirty = true;
