@@ -23,8 +23,8 @@ pub use admin::{
 };
 pub use broker::{Broker, BrokerConfig, ListedOffset, OffsetSpec};
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRebalanceListener, ConsumerRecord, IsolationLevel,
-    OffsetReset,
+    Consumer, ConsumerConfig, ConsumerRebalanceListener, ConsumerRecord, ConsumerWaker,
+    IsolationLevel, OffsetReset,
 };
 pub use error::{BrokerError, Result};
 pub use events::ClientEvent;

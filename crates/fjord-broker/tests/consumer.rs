@@ -125,6 +125,34 @@ async fn a_long_poll_wakes_as_soon_as_data_arrives() {
 }
 
 #[tokio::test]
+async fn wakeup_ends_a_waiting_poll_or_else_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    Admin::new(&broker).create_topic(NewTopic::new("t", 1)).await.unwrap();
+    let consumer = Consumer::new(&broker, consumer_config(None)).unwrap();
+    consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+    let waker = consumer.waker();
+    // A wakeup during a poll ends it.
+    let started = Instant::now();
+    let (records, ()) = tokio::join!(consumer.poll(Duration::from_secs(30)), async {
+        tokio::task::yield_now().await;
+        waker.wakeup();
+    });
+    assert!(records.unwrap().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(10), "woken, not timed out");
+    // A wakeup with no poll waiting ends the next poll at once, and only that one.
+    consumer.wakeup();
+    let started = Instant::now();
+    assert!(consumer.poll(Duration::from_secs(30)).await.unwrap().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(10), "the next poll returned at once");
+    produce(&broker, "t", 0, 1).await;
+    assert_eq!(consumer.poll(Duration::from_secs(30)).await.unwrap().len(), 1);
+    // The handle outlives the consumer harmlessly.
+    drop(consumer);
+    waker.wakeup();
+}
+
+#[tokio::test]
 async fn seek_to_timestamp_and_offsets_for_times() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;

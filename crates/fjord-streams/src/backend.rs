@@ -8,6 +8,7 @@
 //! whose transactions take consumed offsets.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -126,7 +127,13 @@ pub trait StreamConsumer: Send {
     fn resume(&mut self, partitions: &[TopicPartition]) -> Result<(), StreamsError>;
     /// Leaves the group.
     async fn close(&mut self) -> Result<(), StreamsError>;
+    /// A handle that ends a waiting `poll` from another thread (Kafka's `wakeup`), so that
+    /// closing an application does not wait out a poll timeout.
+    fn waker(&self) -> PollWaker;
 }
+
+/// Ends a stream thread's waiting poll: [`StreamConsumer::waker`].
+pub type PollWaker = Arc<dyn Fn() + Send + Sync>;
 
 /// The producer side of a stream thread.
 #[async_trait]
@@ -335,6 +342,11 @@ impl RestoreConsumer for EmbeddedConsumer {
 
 #[async_trait]
 impl StreamConsumer for EmbeddedConsumer {
+    fn waker(&self) -> PollWaker {
+        let waker = self.consumer.waker();
+        Arc::new(move || waker.wakeup())
+    }
+
     fn subscribe(&mut self, topics: &[String]) -> Result<(), StreamsError> {
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         Ok(self.consumer.subscribe(&topics)?)

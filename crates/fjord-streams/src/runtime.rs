@@ -162,6 +162,8 @@ pub(crate) struct Shared {
     process_id: String,
     /// Threads that have their assignment and are processing.
     running_threads: Mutex<BTreeSet<usize>>,
+    /// The stream threads' poll wakers: closing ends their polls instead of waiting them out.
+    wakers: Mutex<Vec<crate::backend::PollWaker>>,
     /// The stores' engines: opened per task (global stores by the global stream thread), and
     /// readable by interactive queries.
     pub(crate) stores: Arc<crate::state::StoreEngines>,
@@ -222,6 +224,7 @@ impl Streams {
                 failed_commits: AtomicU64::new(0),
                 process_id,
                 running_threads: Mutex::new(BTreeSet::new()),
+                wakers: Mutex::new(Vec::new()),
                 stores: Arc::new(crate::state::StoreEngines::new(
                     &config_state_dir,
                     config_rocksdb_memory,
@@ -500,7 +503,7 @@ impl Streams {
     /// group. Returns the error that stopped a thread, if one did.
     pub async fn close(mut self) -> Result<(), StreamsError> {
         self.shared.state.send_replace(StreamsState::PendingShutdown);
-        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.begin_shutdown();
         let threads = std::mem::take(&mut self.threads);
         tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -528,7 +531,7 @@ impl Streams {
 
 impl Drop for Streams {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.begin_shutdown();
     }
 }
 
@@ -596,7 +599,7 @@ pub(crate) fn fail(shared: &Shared, thread: &str, error: StreamsError) {
     shared.error.lock().get_or_insert_with(|| format!("{thread}: {error}"));
     shared.state.send_replace(StreamsState::Error);
     // One failed thread stops the application: the others stop cleanly.
-    shared.shutdown.store(true, Ordering::Release);
+    shared.begin_shutdown();
 }
 
 struct StreamThread {
@@ -650,6 +653,7 @@ impl StreamThread {
             .into_iter()
             .collect();
         consumer.subscribe(&topics)?;
+        shared.wakers.lock().push(consumer.waker());
         // Kafka Streams' exactly-once v2 transactional id: one per thread of this instance.
         let producer_spec = ProducerSpec {
             client_id: format!("{name}-producer"),
@@ -1188,6 +1192,14 @@ fn wall_clock_ms() -> i64 {
 }
 
 impl Shared {
+    /// Tells the stream threads to stop, ending their waiting polls.
+    fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for wake in self.wakers.lock().iter() {
+            wake();
+        }
+    }
+
     fn store_spec(&self, name: &str) -> Result<&crate::state::StoreSpec, StreamsError> {
         self.topology.stores().iter().find(|s| s.name == name).map(|s| &**s).ok_or_else(|| {
             StreamsError::Topology(format!("no state store named `{name}` in the topology"))

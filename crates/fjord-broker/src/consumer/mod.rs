@@ -179,7 +179,28 @@ pub(crate) struct Inner {
     pub(crate) events: Events,
     /// Wakes a waiting `poll` (rebalance needed, wakeup, close).
     pub(crate) wake: Notify,
+    /// A [`Consumer::wakeup`] not yet answered by a `poll` returning.
+    woken: AtomicBool,
     pub(crate) closed: AtomicBool,
+}
+
+fn wake(inner: &Inner) {
+    inner.woken.store(true, Ordering::Release);
+    inner.wake.notify_waiters();
+}
+
+/// Wakes a consumer's `poll` ([`Consumer::wakeup`]) without owning the consumer; does nothing
+/// once the consumer is gone.
+#[derive(Debug, Clone)]
+pub struct ConsumerWaker(std::sync::Weak<Inner>);
+
+impl ConsumerWaker {
+    /// See [`Consumer::wakeup`].
+    pub fn wakeup(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            wake(&inner);
+        }
+    }
 }
 
 /// A consumer. See the module docs.
@@ -237,6 +258,7 @@ impl Consumer {
             listener: Mutex::new(None),
             events: Events::default(),
             wake: Notify::new(),
+            woken: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
         Ok(Consumer { inner, poll_lock: tokio::sync::Mutex::new(()) })
@@ -403,7 +425,9 @@ impl Consumer {
                 return Ok(records);
             }
             let now = Instant::now();
-            if now >= deadline || !stable {
+            // A wakeup that came before or during this poll ends it (`wake` was enabled before
+            // the fetch, so one that comes after this check ends the wait below).
+            if now >= deadline || !stable || self.inner.woken.swap(false, Ordering::AcqRel) {
                 return Ok(Vec::new());
             }
             let changed = async {
@@ -853,9 +877,15 @@ impl Consumer {
             .collect()
     }
 
-    /// Wakes a `poll` that is waiting (it returns what it has, possibly nothing).
+    /// Ends a `poll` that is waiting (it returns what it has, possibly nothing), or, when no
+    /// poll is waiting, the next one without waiting (Kafka's `wakeup`).
     pub fn wakeup(&self) {
-        self.inner.wake.notify_waiters();
+        wake(&self.inner);
+    }
+
+    /// A handle that wakes this consumer from another thread or task while its owner polls.
+    pub fn waker(&self) -> ConsumerWaker {
+        ConsumerWaker(Arc::downgrade(&self.inner))
     }
 
     /// Commits (with auto-commit on), runs the revocation callback, leaves the group and stops
