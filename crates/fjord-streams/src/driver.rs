@@ -38,9 +38,10 @@ pub struct OutputRecord {
     pub partition: Option<u32>,
 }
 
+/// Output records kept in memory, by topic (also the state tests' changelog).
 #[derive(Default)]
-struct MemoryCollector {
-    outputs: HashMap<String, VecDeque<OutputRecord>>,
+pub(crate) struct MemoryCollector {
+    pub(crate) outputs: HashMap<String, VecDeque<OutputRecord>>,
     /// Records for the application's own topics, to be processed next.
     internal: VecDeque<(String, OutputRecord)>,
     internal_topics: Vec<String>,

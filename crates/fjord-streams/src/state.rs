@@ -983,32 +983,10 @@ pub(crate) enum Restoration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::MemoryCollector;
     use crate::error::ErrorAction;
-    use crate::node::{ErrorPolicy, RecordCollector};
+    use crate::node::ErrorPolicy;
     use proptest::prelude::*;
-
-    /// The changelog records a flush sends: key and value.
-    #[derive(Default)]
-    struct Changelog(Vec<(Vec<u8>, Option<Vec<u8>>)>);
-
-    impl RecordCollector for Changelog {
-        fn send(
-            &mut self,
-            _topic: &str,
-            _partition: Option<u32>,
-            key: Option<&[u8]>,
-            value: Option<&[u8]>,
-            _headers: &Headers,
-            _timestamp: i64,
-        ) -> Result<(), StreamsError> {
-            self.0.push((key.unwrap_or_default().to_vec(), value.map(<[u8]>::to_vec)));
-            Ok(())
-        }
-
-        fn partition_count(&mut self, _topic: &str) -> Result<u32, StreamsError> {
-            Ok(1)
-        }
-    }
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -1057,7 +1035,7 @@ mod tests {
                 Some((Arc::from("model-changelog"), 0)),
                 budget,
             );
-            let changelog = Rc::new(RefCell::new(Changelog::default()));
+            let changelog = Rc::new(RefCell::new(MemoryCollector::default()));
             let mut ctx = TaskContext::new(
                 crate::TaskId { subtopology: 0, partition: 0 },
                 Arc::from("app"),
@@ -1103,7 +1081,6 @@ mod tests {
                         prop_assert_eq!(got, want);
                     }
                     Op::Flush | Op::Commit => {
-                        changelog.borrow_mut().0.clear();
                         let out = store.flush(&mut ctx);
                         prop_assert!(out.windows(2).all(|w| w[0].key < w[1].key), "key order");
                         for e in &out {
@@ -1112,7 +1089,17 @@ mod tests {
                         }
                         let sent: Vec<_> =
                             out.iter().map(|e| (e.key.clone(), e.new.clone())).collect();
-                        prop_assert_eq!(&changelog.borrow().0, &sent);
+                        let logged: Vec<_> = changelog
+                            .borrow_mut()
+                            .outputs
+                            .remove("model-changelog")
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|r| {
+                                (r.key.unwrap_or_default().to_vec(), r.value.map(|v| v.to_vec()))
+                            })
+                            .collect();
+                        prop_assert_eq!(&logged, &sent);
                         // Every key whose value changed since the last flush was forwarded.
                         for (k, v) in &model {
                             if flushed.get(k) != Some(v) {

@@ -184,9 +184,12 @@ pub(crate) struct Inner {
     pub(crate) closed: AtomicBool,
 }
 
-fn wake(inner: &Inner) {
-    inner.woken.store(true, Ordering::Release);
-    inner.wake.notify_waiters();
+impl Inner {
+    /// [`Consumer::wakeup`].
+    fn wakeup(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
 }
 
 /// Wakes a consumer's `poll` ([`Consumer::wakeup`]) without owning the consumer; does nothing
@@ -198,7 +201,7 @@ impl ConsumerWaker {
     /// See [`Consumer::wakeup`].
     pub fn wakeup(&self) {
         if let Some(inner) = self.0.upgrade() {
-            wake(&inner);
+            inner.wakeup();
         }
     }
 }
@@ -880,7 +883,7 @@ impl Consumer {
     /// Ends a `poll` that is waiting (it returns what it has, possibly nothing), or, when no
     /// poll is waiting, the next one without waiting (Kafka's `wakeup`).
     pub fn wakeup(&self) {
-        wake(&self.inner);
+        self.inner.wakeup();
     }
 
     /// A handle that wakes this consumer from another thread or task while its owner polls.
