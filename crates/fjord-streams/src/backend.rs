@@ -53,6 +53,30 @@ pub struct ConsumerSpec {
     /// which assigns as the range assignor does (partition `p` of co-partitioned topics to one
     /// member) and tells every member which instance's endpoint owns which partitions.
     pub assignor: std::sync::Arc<dyn fjord_broker::consumer::assignor::PartitionAssignor>,
+    /// Told when the consumer gives partitions up.
+    pub revocations: Arc<dyn RevocationListener>,
+}
+
+/// What the runtime hears of partitions a stream thread's consumer gives up (Kafka's
+/// `onPartitionsRevoked` and `onPartitionsLost`). A backend calls it from inside `poll`, before
+/// the member rejoins its group, so before any other member can be assigned the partitions.
+pub trait RevocationListener: Send + Sync + std::fmt::Debug {
+    /// The consumer no longer holds `partitions`.
+    fn on_partitions_revoked(&self, partitions: &[TopicPartition]);
+}
+
+/// [`RevocationListener`] as the embedded broker's rebalance listener.
+struct EmbeddedRevocations(Arc<dyn RevocationListener>);
+
+#[async_trait]
+impl fjord_broker::ConsumerRebalanceListener for EmbeddedRevocations {
+    async fn on_partitions_revoked(
+        &self,
+        _consumer: &fjord_broker::Consumer,
+        partitions: &[TopicPartition],
+    ) {
+        self.0.on_partitions_revoked(partitions);
+    }
 }
 
 /// How the runtime's producer is set up.
@@ -238,6 +262,7 @@ impl Backend for EmbeddedBackend {
             ..ConsumerConfig::default()
         };
         let consumer = fjord_broker::Consumer::new(&self.broker, config)?;
+        consumer.set_rebalance_listener(Arc::new(EmbeddedRevocations(spec.revocations)));
         Ok(Box::new(EmbeddedConsumer { consumer }))
     }
 

@@ -16,6 +16,12 @@
 //!
 //! The map is as fresh as the last rebalance: during one, a query may reach an instance that
 //! just gave the key up, which then answers that it does not hold it.
+//!
+//! An instance answers for a key only while its own consumers hold the key's partition and its
+//! task is open. A revocation (Kafka's `onPartitionsRevoked`, which runs inside `poll` before
+//! the member rejoins) ends that at once, even though the task closes only after the `poll`
+//! returns: so two instances never both answer for a key, the old owner and the new one, in
+//! the moments a partition moves between them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -102,9 +108,17 @@ pub struct StreamsMetadata {
 pub(crate) struct ClusterMetadata {
     generation: i32,
     hosts: BTreeMap<HostInfo, BTreeSet<TopicPartition>>,
+    /// What each stream thread's consumer holds now: assigned at a rebalance's end, and
+    /// dropped when revoked or lost, before the member rejoins.
+    held: BTreeMap<usize, BTreeSet<TopicPartition>>,
 }
 
 impl ClusterMetadata {
+    /// Whether a consumer of this instance holds `partition` now.
+    pub(crate) fn holds(&self, partition: &TopicPartition) -> bool {
+        self.held.values().any(|tps| tps.contains(partition))
+    }
+
     /// The instance assigned `partition`, if one with an endpoint is.
     pub(crate) fn owner(&self, partition: &TopicPartition) -> Option<&HostInfo> {
         self.hosts.iter().find(|(_, tps)| tps.contains(partition)).map(|(h, _)| h)
@@ -164,11 +178,27 @@ pub(crate) struct StreamsAssignor {
     endpoint: Option<HostInfo>,
     /// Shared by the stream threads of the instance.
     cluster: Arc<Mutex<ClusterMetadata>>,
+    /// The index of the stream thread whose consumer this assignor serves.
+    thread: usize,
 }
 
 impl StreamsAssignor {
-    pub(crate) fn new(endpoint: Option<HostInfo>, cluster: Arc<Mutex<ClusterMetadata>>) -> Self {
-        StreamsAssignor { endpoint, cluster }
+    pub(crate) fn new(
+        endpoint: Option<HostInfo>,
+        cluster: Arc<Mutex<ClusterMetadata>>,
+        thread: usize,
+    ) -> Self {
+        StreamsAssignor { endpoint, cluster, thread }
+    }
+}
+
+impl crate::backend::RevocationListener for StreamsAssignor {
+    fn on_partitions_revoked(&self, partitions: &[TopicPartition]) {
+        if let Some(held) = self.cluster.lock().held.get_mut(&self.thread) {
+            for tp in partitions {
+                held.remove(tp);
+            }
+        }
     }
 }
 
@@ -197,10 +227,12 @@ impl PartitionAssignor for StreamsAssignor {
             })
             .unwrap_or_default();
         let mut cluster = self.cluster.lock();
+        cluster.held.insert(self.thread, assignment.partitions.iter().cloned().collect());
         // The threads of one instance are members of the same generation; a thread that
         // lags behind must not overwrite a newer map.
         if generation >= cluster.generation {
-            *cluster = ClusterMetadata { generation, hosts };
+            cluster.generation = generation;
+            cluster.hosts = hosts;
         }
     }
 
@@ -235,7 +267,7 @@ mod tests {
     use super::*;
 
     fn member(endpoint: Option<HostInfo>, topics: &[&str]) -> Subscription {
-        let assignor = StreamsAssignor::new(endpoint, Arc::default());
+        let assignor = StreamsAssignor::new(endpoint, Arc::default(), 0);
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         Subscription {
             user_data: assignor.subscription_user_data(&topics),
@@ -253,7 +285,7 @@ mod tests {
             ("m3".to_string(), member(None, &["in"])),
         ]);
         let partitions = BTreeMap::from([("in".to_string(), 6)]);
-        let leader = StreamsAssignor::new(Some(a.clone()), Arc::default());
+        let leader = StreamsAssignor::new(Some(a.clone()), Arc::default(), 0);
         let assignments = leader.assign(&partitions, &subscriptions);
         // The partitions are the range assignor's.
         let range = RangeAssignor.assign(&partitions, &subscriptions);
@@ -263,7 +295,7 @@ mod tests {
         // Every member reads the same map back, through the wire encoding.
         for assignment in assignments.values() {
             let wire = Assignment::decode(&assignment.encode()).unwrap();
-            let follower = StreamsAssignor::new(None, Arc::default());
+            let follower = StreamsAssignor::new(None, Arc::default(), 0);
             follower.on_assignment(&wire, 3);
             let cluster = follower.cluster.lock();
             assert_eq!(cluster.hosts().len(), 2, "the member without an endpoint is not listed");
@@ -281,7 +313,7 @@ mod tests {
     #[test]
     fn an_older_generation_does_not_replace_a_newer_map() {
         let cluster = Arc::new(Mutex::new(ClusterMetadata::default()));
-        let assignor = StreamsAssignor::new(None, cluster.clone());
+        let assignor = StreamsAssignor::new(None, cluster.clone(), 0);
         let tp = TopicPartition::new("in", 0);
         let with = |host: &str| Assignment {
             partitions: vec![tp.clone()],
@@ -295,8 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_is_held_from_its_assignment_until_its_revocation() {
+        use crate::backend::RevocationListener;
+        let cluster = Arc::new(Mutex::new(ClusterMetadata::default()));
+        let threads = [0, 1].map(|t| StreamsAssignor::new(None, cluster.clone(), t));
+        let tp = |p| TopicPartition::new("in", p);
+        let assignment = |ps: &[u32]| Assignment {
+            partitions: ps.iter().map(|&p| tp(p)).collect(),
+            user_data: None,
+        };
+        threads[0].on_assignment(&assignment(&[0, 1]), 1);
+        threads[1].on_assignment(&assignment(&[2]), 1);
+        assert!([0, 1, 2].iter().all(|&p| cluster.lock().holds(&tp(p))));
+        // Partition 1 moves from thread 0 to thread 1: thread 1 may be assigned it before
+        // thread 0's revocation runs, and holds it after.
+        threads[1].on_assignment(&assignment(&[1, 2]), 2);
+        threads[0].on_partitions_revoked(&[tp(0), tp(1)]);
+        assert!(!cluster.lock().holds(&tp(0)));
+        assert!(cluster.lock().holds(&tp(1)) && cluster.lock().holds(&tp(2)));
+        threads[1].on_partitions_revoked(&[tp(1), tp(2)]);
+        assert!(![0, 1, 2].iter().any(|&p| cluster.lock().holds(&tp(p))));
+    }
+
+    #[test]
     fn malformed_or_foreign_user_data_means_no_endpoints() {
-        let assignor = StreamsAssignor::new(None, Arc::default());
+        let assignor = StreamsAssignor::new(None, Arc::default(), 0);
         for data in [vec![USER_DATA_VERSION, 0xff, 0xff], vec![9, 0], vec![]] {
             let assignment = Assignment { partitions: vec![], user_data: Some(data.into()) };
             assignor.on_assignment(&assignment, 1);

@@ -130,9 +130,10 @@ impl StreamsConfig {
 pub enum StreamsState {
     /// Built, not started.
     Created,
-    /// Threads are joining the group or taking over tasks.
+    /// Threads are joining the group or taking over tasks: at the start, and whenever the
+    /// group rebalances (an instance joins or leaves, a commit found the generation gone).
     Rebalancing,
-    /// Processing.
+    /// Processing; every thread has the tasks of the group's current assignment.
     Running,
     /// Closing.
     PendingShutdown,
@@ -142,6 +143,9 @@ pub enum StreamsState {
     Error,
 }
 
+/// Called with the new state and the old one at each change (Kafka's `StateListener`).
+type StateListener = Box<dyn Fn(StreamsState, StreamsState) + Send + Sync>;
+
 /// What the threads of an application share.
 pub(crate) struct Shared {
     pub(crate) config: StreamsConfig,
@@ -149,6 +153,7 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) shutdown: AtomicBool,
     state: watch::Sender<StreamsState>,
+    state_listener: std::sync::OnceLock<StateListener>,
     error: Mutex<Option<String>>,
     processed: AtomicU64,
     /// Changelog records replayed into stores, and records read into global stores while
@@ -217,6 +222,7 @@ impl Streams {
                 backend,
                 shutdown: AtomicBool::new(false),
                 state: watch::channel(StreamsState::Created).0,
+                state_listener: std::sync::OnceLock::new(),
                 error: Mutex::new(None),
                 processed: AtomicU64::new(0),
                 restored: AtomicU64::new(0),
@@ -251,13 +257,13 @@ impl Streams {
         std::fs::write(&description, self.shared.topology.describe()).map_err(|e| {
             StreamsError::IllegalState(format!("cannot write {}: {e}", description.display()))
         })?;
-        self.shared.state.send_replace(StreamsState::Rebalancing);
+        self.shared.transition(StreamsState::Rebalancing);
         match crate::global_thread::start(&self.shared).await {
             Ok(Some(global)) => self.threads.push(global),
             Ok(None) => {}
             Err(e) => {
                 *self.shared.error.lock() = Some(e.to_string());
-                self.shared.state.send_replace(StreamsState::Error);
+                self.shared.transition(StreamsState::Error);
                 return Err(e);
             }
         }
@@ -365,6 +371,24 @@ impl Streams {
         // `start` runs once, so the counts are set once.
         let _ = shared.partition_counts.set(counts);
         Ok(())
+    }
+
+    /// Sets the function told of every state change, with the new state and the old one
+    /// (Kafka's `setStateListener`). It runs on the thread that made the change, so it should
+    /// be quick. Only before [`Streams::start`], and once.
+    pub fn set_state_listener(
+        &self,
+        listener: impl Fn(StreamsState, StreamsState) + Send + Sync + 'static,
+    ) -> Result<(), StreamsError> {
+        if self.state() != StreamsState::Created {
+            return Err(StreamsError::IllegalState(
+                "the state listener can only be set before start()".into(),
+            ));
+        }
+        self.shared
+            .state_listener
+            .set(Box::new(listener))
+            .map_err(|_| StreamsError::IllegalState("the state listener is already set".into()))
     }
 
     /// The application's state.
@@ -502,7 +526,7 @@ impl Streams {
     /// Stops the threads: each commits what it processed, closes its tasks and leaves the
     /// group. Returns the error that stopped a thread, if one did.
     pub async fn close(mut self) -> Result<(), StreamsError> {
-        self.shared.state.send_replace(StreamsState::PendingShutdown);
+        self.shared.transition(StreamsState::PendingShutdown);
         self.shared.begin_shutdown();
         let threads = std::mem::take(&mut self.threads);
         tokio::task::spawn_blocking(move || {
@@ -514,7 +538,7 @@ impl Streams {
         .map_err(|e| StreamsError::IllegalState(format!("joining stream threads failed: {e}")))?;
         self.shared.stores.close_global();
         let failed = self.shared.error.lock().clone();
-        self.shared.state.send_replace(if failed.is_some() {
+        self.shared.transition(if failed.is_some() {
             StreamsState::Error
         } else {
             StreamsState::NotRunning
@@ -597,7 +621,7 @@ fn run_thread(shared: Arc<Shared>, index: usize, name: String) {
 pub(crate) fn fail(shared: &Shared, thread: &str, error: StreamsError) {
     tracing::error!(thread, error = %error, "stream thread failed");
     shared.error.lock().get_or_insert_with(|| format!("{thread}: {error}"));
-    shared.state.send_replace(StreamsState::Error);
+    shared.transition(StreamsState::Error);
     // One failed thread stops the application: the others stop cleanly.
     shared.begin_shutdown();
 }
@@ -629,6 +653,11 @@ impl StreamThread {
         let config = &shared.config;
         let app = config.application_id.clone();
         let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+        let assignor = Arc::new(crate::query::StreamsAssignor::new(
+            config.application_server.clone(),
+            shared.cluster.clone(),
+            index,
+        ));
         let mut consumer = shared
             .backend
             .consumer(ConsumerSpec {
@@ -638,10 +667,12 @@ impl StreamThread {
                 max_poll_records: config.max_poll_records,
                 session_timeout: config.session_timeout,
                 max_poll_interval: config.max_poll_interval,
-                assignor: Arc::new(crate::query::StreamsAssignor::new(
-                    config.application_server.clone(),
-                    shared.cluster.clone(),
-                )),
+                assignor: assignor.clone(),
+                revocations: Arc::new(ThreadRevocations {
+                    assignor,
+                    shared: shared.clone(),
+                    index,
+                }),
             })
             .await?;
         let topics: Vec<String> = shared
@@ -704,8 +735,11 @@ impl StreamThread {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 return Ok(());
             }
-            if self.consumer.rebalance_pending() && self.tasks.values().any(|t| t.dirty) {
-                self.commit().await?;
+            if self.consumer.rebalance_pending() {
+                self.set_running(false);
+                if self.tasks.values().any(|t| t.dirty) {
+                    self.commit().await?;
+                }
             }
             let buffered = self.tasks.values().any(|t| t.buffered() > 0);
             let timeout = if buffered { Duration::ZERO } else { self.shared.config.poll_timeout };
@@ -848,16 +882,12 @@ impl StreamThread {
         if new_tasks > 0 {
             tracing::debug!(thread = %self.name, new_tasks, "tasks created");
         }
-        let mut running = self.shared.running_threads.lock();
-        if !assignment.is_empty() || !self.consumer.rebalance_pending() {
-            running.insert(self.index);
-        }
-        if running.len() == self.shared.config.num_stream_threads
-            && *self.shared.state.borrow() == StreamsState::Rebalancing
-        {
-            self.shared.state.send_replace(StreamsState::Running);
-        }
+        self.set_running(!self.consumer.rebalance_pending());
         Ok(())
+    }
+
+    fn set_running(&self, running: bool) {
+        self.shared.set_thread_running(self.index, running);
     }
 
     fn take_producer(&self) -> Result<Box<dyn StreamProducer>, StreamsError> {
@@ -889,6 +919,20 @@ impl StreamThread {
         };
         if !recoverable(&error) {
             return Err(error);
+        }
+        if !self.collector.borrow().transactional
+            && matches!(
+                error,
+                StreamsError::Broker(fjord_broker::BrokerError::RebalanceInProgress(_))
+            )
+        {
+            // Kafka's `RebalanceInProgressException`: the group is between its members' joins
+            // and the leader's assignment. Nothing is lost by waiting: the next poll completes
+            // the rebalance, and the tasks that stay commit then. What the revoked tasks did
+            // since their last commit, their new owner does again (at-least-once). Rolling back
+            // would leave the group and set off another rebalance.
+            tracing::debug!(thread = %self.name, "commit deferred until the rebalance completes");
+            return Ok(());
         }
         self.failed_commits_in_a_row += 1;
         if self.failed_commits_in_a_row > MAX_FAILED_COMMITS {
@@ -928,7 +972,7 @@ impl StreamThread {
         // Caches and staged store writes go with the tasks: RocksDB holds the last committed
         // state, and the changelogs' aborted records are never read.
         self.close_all_tasks();
-        self.shared.running_threads.lock().remove(&self.index);
+        self.set_running(false);
         self.consumer.unsubscribe().await?;
         self.consumer.subscribe(&self.topics)
     }
@@ -1075,6 +1119,28 @@ fn recoverable(error: &StreamsError) -> bool {
     )
 }
 
+/// A stream thread's consumer gave partitions up (inside `poll`, before it rejoins): the
+/// instance stops answering queries for them, and the thread is in a rebalance (Kafka's
+/// `PARTITIONS_REVOKED`) until it has reconciled its tasks with the new assignment.
+struct ThreadRevocations {
+    assignor: Arc<crate::query::StreamsAssignor>,
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl std::fmt::Debug for ThreadRevocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadRevocations").field("thread", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl crate::backend::RevocationListener for ThreadRevocations {
+    fn on_partitions_revoked(&self, partitions: &[TopicPartition]) {
+        self.assignor.on_partitions_revoked(partitions);
+        self.shared.set_thread_running(self.index, false);
+    }
+}
+
 /// The thread's producer, ready for transactions when it has a transactional id.
 async fn new_producer(
     backend: &dyn Backend,
@@ -1192,6 +1258,44 @@ fn wall_clock_ms() -> i64 {
 }
 
 impl Shared {
+    fn transition(&self, new: StreamsState) {
+        self.transition_if(|_| Some(new));
+    }
+
+    /// Moves to the state `next` gives for the current one, if any, and tells the listener.
+    fn transition_if(&self, next: impl FnOnce(StreamsState) -> Option<StreamsState>) {
+        let mut change = None;
+        self.state.send_if_modified(|state| match next(*state) {
+            Some(new) if new != *state => {
+                change = Some((new, *state));
+                *state = new;
+                true
+            }
+            _ => false,
+        });
+        if let (Some((new, old)), Some(listener)) = (change, self.state_listener.get()) {
+            listener(new, old);
+        }
+    }
+
+    /// Marks a stream thread as in a rebalance or not. The application is `Rebalancing` while
+    /// any of its threads is, and `Running` when none is, as Kafka Streams' state follows its
+    /// threads'.
+    fn set_thread_running(&self, index: usize, running: bool) {
+        let mut threads = self.running_threads.lock();
+        if running {
+            threads.insert(index);
+        } else {
+            threads.remove(&index);
+        }
+        let all = threads.len() == self.config.num_stream_threads;
+        self.transition_if(|state| match (state, all) {
+            (StreamsState::Rebalancing, true) => Some(StreamsState::Running),
+            (StreamsState::Running, false) => Some(StreamsState::Rebalancing),
+            _ => None,
+        });
+    }
+
     /// Tells the stream threads to stop, ending their waiting polls.
     fn begin_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
@@ -1321,16 +1425,18 @@ pub(crate) fn key_metadata(
     let (sub, partitions) = store_partitions(shared, store)?;
     let partition = fjord_log::partitioner::partition_for_key(key, partitions);
     let task = TaskId { subtopology: sub.id, partition };
-    let local = shared.stores.engines(store).iter().any(|(t, _)| *t == task);
     let app = &shared.config.application_id;
-    let cluster = shared.cluster.lock();
-    let active_host = sub
+    let sources: Vec<TopicPartition> = sub
         .source_topics
         .iter()
-        .find_map(|t| {
-            cluster.owner(&TopicPartition::new(shared.topology.resolve_topic(app, t), partition))
-        })
-        .cloned();
+        .map(|t| TopicPartition::new(shared.topology.resolve_topic(app, t), partition))
+        .collect();
+    let cluster = shared.cluster.lock();
+    // The task closes only after its consumer gave the partition up; in between, the new
+    // owner answers.
+    let local = sources.iter().any(|tp| cluster.holds(tp))
+        && shared.stores.engines(store).iter().any(|(t, _)| *t == task);
+    let active_host = sources.iter().find_map(|tp| cluster.owner(tp)).cloned();
     Ok(crate::KeyQueryMetadata { partition: Some(partition), active_host, local })
 }
 

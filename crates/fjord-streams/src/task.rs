@@ -201,13 +201,14 @@ impl Task {
     /// Hands what was counted since the last call to the metrics registry: records per task
     /// and per processor, cache hits and misses per store, and each store's estimated
     /// entries. Called after each commit.
+    ///
+    /// The task's record count goes last: a scrape is not a snapshot, but one that starts
+    /// after it saw the task's count sees everything exported with it.
     pub(crate) fn export_metrics(&mut self) {
         for node in &mut self.ctx.node_metrics {
             node.export();
         }
         let m = &mut self.metrics;
-        m.processed_total.increment(self.processed - m.processed_exported);
-        m.processed_exported = self.processed;
         for (store, (hits, misses, exported, entries)) in self.stores.iter().zip(&mut m.stores) {
             let store = store.borrow();
             let (h, s) = store.cache_stats();
@@ -219,6 +220,8 @@ impl Task {
                 entries.set(n as f64);
             }
         }
+        m.processed_total.increment(self.processed - m.processed_exported);
+        m.processed_exported = self.processed;
     }
 
     /// Fires the wall-clock punctuations due at `now`.

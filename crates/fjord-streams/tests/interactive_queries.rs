@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fjord_broker::{
@@ -37,8 +37,11 @@ fn topology() -> fjord_streams::Topology {
     builder.build().unwrap()
 }
 
+/// The states an instance went through, in order.
+type States = Arc<Mutex<Vec<StreamsState>>>;
+
 /// An instance whose `application.server` is the address of its query server.
-async fn start(broker: &Broker, dir: &std::path::Path) -> (Streams, QueryServerHandle) {
+async fn start(broker: &Broker, dir: &std::path::Path) -> (Streams, QueryServerHandle, States) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = StreamsConfig {
@@ -49,7 +52,12 @@ async fn start(broker: &Broker, dir: &std::path::Path) -> (Streams, QueryServerH
     };
     let mut streams =
         Streams::new(topology(), Arc::new(EmbeddedBackend::new(broker)), config).unwrap();
+    let states = States::default();
+    let seen = states.clone();
+    streams.set_state_listener(move |new, _old| seen.lock().unwrap().push(new)).unwrap();
     streams.start().await.unwrap();
+    let again = streams.set_state_listener(|_, _| {}).unwrap_err().to_string();
+    assert!(again.contains("before start()"), "{again}");
     let server = QueryServer::new(&streams)
         .key_value_store("counts", Serdes::string(), Serdes::i64())
         .unwrap()
@@ -57,7 +65,7 @@ async fn start(broker: &Broker, dir: &std::path::Path) -> (Streams, QueryServerH
         .unwrap()
         .serve(listener)
         .unwrap();
-    (streams, server)
+    (streams, server, states)
 }
 
 /// `GET` over a fresh TCP connection: the status and the JSON body.
@@ -75,6 +83,9 @@ async fn get(addr: &str, path: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_is_answered_by_its_owner_and_the_other_instance_names_the_owner() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     Admin::new(&broker).create_topic(NewTopic::new("words", 4)).await.unwrap();
@@ -87,11 +98,11 @@ async fn each_key_is_answered_by_its_owner_and_the_other_instance_names_the_owne
     }
     producer.close().await.unwrap();
 
-    let (a, server_a) = start(&broker, &dir.path().join("a")).await;
-    let (b, server_b) = start(&broker, &dir.path().join("b")).await;
-    for streams in [&a, &b] {
-        streams.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
-    }
+    // A runs alone first; then B joins.
+    let (a, server_a, states_a) = start(&broker, &dir.path().join("a")).await;
+    a.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
+    let (b, server_b, states_b) = start(&broker, &dir.path().join("b")).await;
+    b.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
     let addr_a = server_a.local_addr().to_string();
     let addr_b = server_b.local_addr().to_string();
 
@@ -134,6 +145,12 @@ async fn each_key_is_answered_by_its_owner_and_the_other_instance_names_the_owne
     // The keys are split between the two instances, and each key has one owner: the other
     // instance refuses it with 421 and names the owner.
     assert!(owners.values().any(|o| *o == addr_a) && owners.values().any(|o| *o == addr_b));
+    // B's joining made A rebalance (and give up half its partitions).
+    use StreamsState::{Rebalancing, Running};
+    let a_states = states_a.lock().unwrap().clone();
+    assert_eq!(a_states[..2], [Rebalancing, Running], "{a_states:?}");
+    assert!(a_states[2..].windows(2).any(|w| w == [Rebalancing, Running]), "{a_states:?}");
+    assert_eq!(states_b.lock().unwrap()[..2], [Rebalancing, Running]);
     for (word, owner) in &owners {
         let other = if *owner == addr_a { &addr_b } else { &addr_a };
         let (status, body) = get(other, &format!("/stores/counts/keys/{word}")).await;

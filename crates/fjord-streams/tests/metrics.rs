@@ -69,17 +69,16 @@ async fn one_config_line_serves_log_task_processor_and_store_metrics() {
     streams.start().await.unwrap();
     streams.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
 
-    // Counters reach the registry at each commit: scrape until the last one is in.
+    // Counters reach the registry at each commit: scrape until the last one is in. A scrape
+    // is not a snapshot; a task's record count is exported after the rest of its counts, so
+    // the scrape after the one that saw the tasks' counts complete sees the rest too.
     let app = "application=\"metered\"";
     let deadline = Instant::now() + Duration::from_secs(20);
-    let page = loop {
-        let page = scrape(addr);
-        if sum(&page, "fjord_streams_task_records_total", &[app]) == 1_000.0 {
-            break page;
-        }
+    while sum(&scrape(addr), "fjord_streams_task_records_total", &[app]) != 1_000.0 {
         assert!(Instant::now() < deadline, "tasks never reported 1000 records");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+    let page = scrape(addr);
     for task in ["task=\"0_0\"", "task=\"0_1\""] {
         assert!(sum(&page, "fjord_streams_task_records_total", &[app, task]) > 0.0, "{task}");
     }
