@@ -670,7 +670,7 @@ impl StreamThread {
                 assignor: assignor.clone(),
                 revocations: Arc::new(ThreadRevocations {
                     assignor,
-                    shared: shared.clone(),
+                    shared: Arc::downgrade(&shared),
                     index,
                 }),
             })
@@ -1124,7 +1124,8 @@ fn recoverable(error: &StreamsError) -> bool {
 /// `PARTITIONS_REVOKED`) until it has reconciled its tasks with the new assignment.
 struct ThreadRevocations {
     assignor: Arc<crate::query::StreamsAssignor>,
-    shared: Arc<Shared>,
+    /// Weak: the consumer that holds this must not keep the application alive.
+    shared: std::sync::Weak<Shared>,
     index: usize,
 }
 
@@ -1137,7 +1138,9 @@ impl std::fmt::Debug for ThreadRevocations {
 impl crate::backend::RevocationListener for ThreadRevocations {
     fn on_partitions_revoked(&self, partitions: &[TopicPartition]) {
         self.assignor.on_partitions_revoked(partitions);
-        self.shared.set_thread_running(self.index, false);
+        if let Some(shared) = self.shared.upgrade() {
+            shared.set_thread_running(self.index, false);
+        }
     }
 }
 

@@ -182,6 +182,10 @@ async fn await_latest(broker: &Broker, topic: &str, want: &BTreeMap<String, i64>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn composed_operators_match_an_independent_computation() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut config = BrokerConfig::new(dir.path().join("log"));
     config.offsets_topic_num_partitions = 2;
