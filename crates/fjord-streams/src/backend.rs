@@ -65,17 +65,27 @@ pub trait RevocationListener: Send + Sync + std::fmt::Debug {
     fn on_partitions_revoked(&self, partitions: &[TopicPartition]);
 }
 
-/// [`RevocationListener`] as the embedded broker's rebalance listener.
-struct EmbeddedRevocations(Arc<dyn RevocationListener>);
+/// A stream thread consumer's rebalance listener on the embedded broker: revocations go to
+/// the runtime's [`RevocationListener`], and an assignment ends the `poll` that got it, so that
+/// the thread creates and closes its tasks now rather than when data or the poll timeout come.
+struct EmbeddedRebalanceListener(Arc<dyn RevocationListener>);
 
 #[async_trait]
-impl fjord_broker::ConsumerRebalanceListener for EmbeddedRevocations {
+impl fjord_broker::ConsumerRebalanceListener for EmbeddedRebalanceListener {
     async fn on_partitions_revoked(
         &self,
         _consumer: &fjord_broker::Consumer,
         partitions: &[TopicPartition],
     ) {
         self.0.on_partitions_revoked(partitions);
+    }
+
+    async fn on_partitions_assigned(
+        &self,
+        consumer: &fjord_broker::Consumer,
+        _partitions: &[TopicPartition],
+    ) {
+        consumer.wakeup();
     }
 }
 
@@ -125,6 +135,8 @@ pub trait RestoreConsumer: Send {
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<RawRecord>, StreamsError>;
     /// The next offset it will read of a partition.
     fn position(&self, partition: &TopicPartition) -> Result<i64, StreamsError>;
+    /// A handle that ends a waiting `poll` from another thread, as [`StreamConsumer::waker`].
+    fn waker(&self) -> PollWaker;
 }
 
 /// The consumer side of a stream thread.
@@ -135,7 +147,8 @@ pub trait StreamConsumer: Send {
     /// Leaves the group and drops the assignment; a later `subscribe` and `poll` join again
     /// and resume from the committed offsets.
     async fn unsubscribe(&mut self) -> Result<(), StreamsError>;
-    /// Fetches records (running the group protocol as needed).
+    /// Fetches records (running the group protocol as needed). A poll in which the consumer
+    /// gets a new assignment returns once it has it, so that the thread acts on it at once.
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<RawRecord>, StreamsError>;
     /// The partitions assigned now.
     fn assignment(&self) -> Vec<TopicPartition>;
@@ -262,7 +275,7 @@ impl Backend for EmbeddedBackend {
             ..ConsumerConfig::default()
         };
         let consumer = fjord_broker::Consumer::new(&self.broker, config)?;
-        consumer.set_rebalance_listener(Arc::new(EmbeddedRevocations(spec.revocations)));
+        consumer.set_rebalance_listener(Arc::new(EmbeddedRebalanceListener(spec.revocations)));
         Ok(Box::new(EmbeddedConsumer { consumer }))
     }
 
@@ -363,13 +376,17 @@ impl RestoreConsumer for EmbeddedConsumer {
     fn position(&self, partition: &TopicPartition) -> Result<i64, StreamsError> {
         Ok(self.consumer.position(partition)?.unwrap_or(0))
     }
+
+    fn waker(&self) -> PollWaker {
+        let waker = self.consumer.waker();
+        Arc::new(move || waker.wakeup())
+    }
 }
 
 #[async_trait]
 impl StreamConsumer for EmbeddedConsumer {
     fn waker(&self) -> PollWaker {
-        let waker = self.consumer.waker();
-        Arc::new(move || waker.wakeup())
+        RestoreConsumer::waker(self)
     }
 
     fn subscribe(&mut self, topics: &[String]) -> Result<(), StreamsError> {

@@ -149,6 +149,7 @@ impl GlobalStreamThread {
             .backend
             .restore_consumer(format!("{name}-global-consumer"), read_committed)
             .await?;
+        shared.add_waker(consumer.waker());
         let mut stores = Vec::new();
         for (spec, partitions) in topics {
             stores.push(GlobalStore {

@@ -167,7 +167,8 @@ pub(crate) struct Shared {
     process_id: String,
     /// Threads that have their assignment and are processing.
     running_threads: Mutex<BTreeSet<usize>>,
-    /// The stream threads' poll wakers: closing ends their polls instead of waiting them out.
+    /// The stream threads' and the global thread's poll wakers: closing ends their polls
+    /// instead of waiting them out.
     wakers: Mutex<Vec<crate::backend::PollWaker>>,
     /// The stores' engines: opened per task (global stores by the global stream thread), and
     /// readable by interactive queries.
@@ -684,7 +685,7 @@ impl StreamThread {
             .into_iter()
             .collect();
         consumer.subscribe(&topics)?;
-        shared.wakers.lock().push(consumer.waker());
+        shared.add_waker(consumer.waker());
         // Kafka Streams' exactly-once v2 transactional id: one per thread of this instance.
         let producer_spec = ProducerSpec {
             client_id: format!("{name}-producer"),
@@ -1297,6 +1298,17 @@ impl Shared {
             (StreamsState::Running, false) => Some(StreamsState::Rebalancing),
             _ => None,
         });
+    }
+
+    /// Has [`Shared::begin_shutdown`] end a thread's waiting polls.
+    pub(crate) fn add_waker(&self, waker: crate::backend::PollWaker) {
+        let mut wakers = self.wakers.lock();
+        // Read under the lock that `begin_shutdown` takes after setting the flag: a waker
+        // added too late for it is woken here.
+        if self.shutdown.load(Ordering::Acquire) {
+            waker();
+        }
+        wakers.push(waker);
     }
 
     /// Tells the stream threads to stop, ending their waiting polls.

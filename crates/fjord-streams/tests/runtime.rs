@@ -790,6 +790,33 @@ async fn a_global_table_is_held_in_full_by_every_instance_and_resumes_from_its_c
     a.close().await.unwrap();
 }
 
+/// Closing wakes the stream threads' and the global thread's polls: with a minute-long poll
+/// timeout, `close` would otherwise wait a minute. And a poll that gets an assignment returns
+/// with it: the application is `Running` long before the poll timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_ends_the_waiting_polls_of_stream_and_global_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let admin = Admin::new(&broker);
+    for topic in ["customers", "orders", "enriched"] {
+        admin.create_topic(NewTopic::new(topic, 1)).await.unwrap();
+    }
+    let config = StreamsConfig {
+        poll_timeout: Duration::from_secs(60),
+        num_stream_threads: 2,
+        ..config("idle", dir.path())
+    };
+    let mut streams =
+        Streams::new(enrich_orders(), Arc::new(EmbeddedBackend::new(&broker)), config).unwrap();
+    streams.start().await.unwrap();
+    streams.wait_for_state(StreamsState::Running, Duration::from_secs(20)).await.unwrap();
+    // Nothing arrives: every thread waits in its poll.
+    tokio::time::timeout(Duration::from_secs(30), streams.close())
+        .await
+        .expect("close waited for the polls to time out")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_global_table_topic_is_reported_at_start() {
     let dir = tempfile::tempdir().unwrap();
