@@ -28,6 +28,12 @@ async fn broker(dir: &std::path::Path) -> Broker {
     Broker::open(config).await.unwrap()
 }
 
+async fn create_topics(admin: &Admin, names: &[&str], partitions: i32) {
+    for name in names {
+        admin.create_topic(NewTopic::new(*name, partitions)).await.unwrap();
+    }
+}
+
 async fn produce(broker: &Broker, topic: &str, records: &[(String, String)]) {
     let producer = Producer::new(broker, ProducerConfig::default()).unwrap();
     for (k, v) in records {
@@ -230,9 +236,7 @@ async fn bad_records_go_to_the_dead_letter_topic_with_their_source_in_headers() 
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     let admin = Admin::new(&broker);
-    for t in ["in", "out", "dlq"] {
-        admin.create_topic(NewTopic::new(t, 1)).await.unwrap();
-    }
+    create_topics(&admin, &["in", "out", "dlq"], 1).await;
     produce(
         &broker,
         "in",
@@ -798,9 +802,7 @@ async fn closing_ends_the_waiting_polls_of_stream_and_global_threads() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     let admin = Admin::new(&broker);
-    for topic in ["customers", "orders", "enriched"] {
-        admin.create_topic(NewTopic::new(topic, 1)).await.unwrap();
-    }
+    create_topics(&admin, &["customers", "orders", "enriched"], 1).await;
     let config = StreamsConfig {
         poll_timeout: Duration::from_secs(60),
         num_stream_threads: 2,
@@ -857,9 +859,7 @@ async fn a_stream_stream_join_restarts_with_its_buffered_records() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path()).await;
     let admin = Admin::new(&broker);
-    for topic in ["clicks", "views", "joined"] {
-        admin.create_topic(NewTopic::new(topic, 2)).await.unwrap();
-    }
+    create_topics(&admin, &["clicks", "views", "joined"], 2).await;
     let topology = || {
         let builder = StreamsBuilder::new();
         let views = builder.stream("views", Consumed::with(Serdes::string(), Serdes::string()));
