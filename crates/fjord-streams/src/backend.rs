@@ -52,7 +52,7 @@ pub struct ConsumerSpec {
     /// The partition assignor (`partition.assignment.strategy`): Fjord's streams assignor,
     /// which assigns as the range assignor does (partition `p` of co-partitioned topics to one
     /// member) and tells every member which instance's endpoint owns which partitions.
-    pub assignor: std::sync::Arc<dyn fjord_broker::consumer::assignor::PartitionAssignor>,
+    pub assignor: Arc<dyn fjord_broker::consumer::assignor::PartitionAssignor>,
     /// Told when the consumer gives partitions up.
     pub revocations: Arc<dyn RevocationListener>,
 }
